@@ -1,0 +1,218 @@
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/batchq/batchq/events"
+	"github.com/batchq/batchq/store"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+)
+
+// batchRecord is the value of a batch key.
+type batchRecord struct {
+	Batch *store.Batch `json:"batch"`
+	// Chunks lists the chunk keys of the batch, ordered by first position.
+	Chunks []chunkRef `json:"chunks"`
+	// OutboxSeq numbers the batch's outbox keys.
+	OutboxSeq int64 `json:"outbox_seq"`
+}
+
+type chunkRef struct {
+	First int `json:"first"`
+	Count int `json:"count"`
+}
+
+// chunkFor returns the chunk that holds position, or false.
+func (r *batchRecord) chunkFor(position int) (chunkRef, bool) {
+	i := sort.Search(len(r.Chunks), func(i int) bool { return r.Chunks[i].First > position }) - 1
+	if i < 0 {
+		return chunkRef{}, false
+	}
+	c := r.Chunks[i]
+	return c, position < c.First+c.Count
+}
+
+// entry is the last message of a key.
+type entry struct {
+	data []byte
+	// rev is the stream sequence of the key's last message, tombstones
+	// included, or 0 when the key never existed.
+	rev    uint64
+	exists bool
+}
+
+// getMany returns the last message of each key that has one.
+func (s *Store) getMany(ctx context.Context, keys []string) (map[string]entry, error) {
+	out := make(map[string]entry, len(keys))
+	for start := 0; start < len(keys); start += maxDirectGetSubject {
+		end := min(start+maxDirectGetSubject, len(keys))
+		subjects := make([]string, 0, end-start)
+		for _, k := range keys[start:end] {
+			subjects = append(subjects, s.prefix+k)
+		}
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.stream, subjects)
+		if err != nil {
+			return nil, fmt.Errorf("kvstore: read %d keys: %w", len(subjects), err)
+		}
+		for msg, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("kvstore: read %d keys: %w", len(subjects), err)
+			}
+			key := msg.Subject[len(s.prefix):]
+			op := msg.Header.Get("KV-Operation")
+			out[key] = entry{data: msg.Data, rev: msg.Sequence, exists: op == ""}
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) get(ctx context.Context, key string) (entry, error) {
+	m, err := s.getMany(ctx, []string{key})
+	if err != nil {
+		return entry{}, err
+	}
+	return m[key], nil
+}
+
+func (s *Store) loadBatch(ctx context.Context, id string) (*batchRecord, uint64, error) {
+	e, err := s.get(ctx, batchKey(id))
+	if err != nil {
+		return nil, 0, err
+	}
+	if !e.exists {
+		return nil, e.rev, store.ErrNotFound
+	}
+	var rec batchRecord
+	if err := json.Unmarshal(e.data, &rec); err != nil {
+		return nil, 0, fmt.Errorf("kvstore: decode batch %s: %w", id, err)
+	}
+	return &rec, e.rev, nil
+}
+
+// listKeys returns the keys that match filter.
+func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: list keys %s: %w", filter, err)
+	}
+	var keys []string
+	// The lister stops its own watcher once it has sent every key, so
+	// there is nothing to stop here.
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kvstore: list keys %s: %w", filter, err)
+	}
+	return keys, nil
+}
+
+// chunk returns the job specs stored under a chunk key, from the cache when
+// possible.
+func (s *Store) chunk(ctx context.Context, batchID string, c chunkRef) ([]chunkJob, error) {
+	key := chunkKey(batchID, c.First, c.Count)
+	if specs, ok := s.chunks.get(key); ok {
+		return specs, nil
+	}
+	e, err := s.get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if !e.exists {
+		return nil, fmt.Errorf("kvstore: chunk %s is missing", key)
+	}
+	var specs []chunkJob
+	if err := json.Unmarshal(e.data, &specs); err != nil {
+		return nil, fmt.Errorf("kvstore: decode chunk %s: %w", key, err)
+	}
+	s.chunks.put(key, specs)
+	return specs, nil
+}
+
+// jobs returns the jobs of rec with the given ids, keyed by id, with the
+// revision of each job key.
+func (s *Store) jobs(ctx context.Context, rec *batchRecord, ids []string) (map[string]*store.Job, map[string]uint64, error) {
+	batchID := rec.Batch.ID
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = jobKey(batchID, id)
+	}
+	entries, err := s.getMany(ctx, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs := make(map[string]*store.Job, len(ids))
+	revs := make(map[string]uint64, len(ids))
+	for _, id := range ids {
+		e := entries[jobKey(batchID, id)]
+		revs[id] = e.rev
+		if e.exists {
+			var j store.Job
+			if err := json.Unmarshal(e.data, &j); err != nil {
+				return nil, nil, fmt.Errorf("kvstore: decode job %s of batch %s: %w", id, batchID, err)
+			}
+			jobs[id] = &j
+			continue
+		}
+		pos, err := strconv.Atoi(id)
+		if err != nil || strconv.Itoa(pos) != id {
+			continue // callbacks exist only as job keys
+		}
+		c, ok := rec.chunkFor(pos)
+		if !ok {
+			continue
+		}
+		specs, err := s.chunk(ctx, batchID, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		spec := specs[pos-c.First]
+		j := store.JobFromSpec(batchID, spec.JobSpec)
+		j.ParentID = spec.ParentID
+		jobs[id] = j
+	}
+	return jobs, revs, nil
+}
+
+// chunkJob is one job spec inside a chunk value.
+type chunkJob struct {
+	events.JobSpec
+	ParentID string `json:"parent_id,omitempty"`
+}
+
+// chunkCache keeps recently used chunks. Chunks are immutable, so entries
+// never go stale; the cache forgets everything when it is full.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string][]chunkJob
+}
+
+func newChunkCache(max int) *chunkCache {
+	return &chunkCache{max: max, items: make(map[string][]chunkJob)}
+}
+
+func (c *chunkCache) get(key string) ([]chunkJob, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.items[key]
+	return v, ok
+}
+
+func (c *chunkCache) put(key string, specs []chunkJob) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) >= c.max {
+		clear(c.items)
+	}
+	c.items[key] = specs
+}
