@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"StageTwice", testStageTwice},
 		{"UpdateCommits", testUpdateCommits},
 		{"UpdateErrorRollsBack", testUpdateErrorRollsBack},
+		{"ReadOwnWrites", testReadOwnWrites},
 		{"Outbox", testOutbox},
 		{"ConcurrentCounters", testConcurrentCounters},
 		{"ConcurrentTransition", testConcurrentTransition},
@@ -308,6 +309,54 @@ func testUpdateCommits(t *testing.T, s store.Store) {
 	}
 	if other.Status != events.JobStatusPending {
 		t.Errorf("untouched job status = %s", other.Status)
+	}
+}
+
+// testReadOwnWrites checks that a transaction sees its own saved changes:
+// the coordinator applies several events to one batch in one update.
+func testReadOwnWrites(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	b := createBatch(t, s, events.Chain, 3, 3)
+	_, err := s.Update(ctx, []string{b.ID}, func(tx store.Tx) error {
+		for i := range 3 {
+			bb, err := tx.Batch(b.ID)
+			if err != nil {
+				return err
+			}
+			if bb.Completed != i {
+				return fmt.Errorf("step %d: Batch shows Completed %d, want %d", i, bb.Completed, i)
+			}
+			bb.Completed++
+			tx.SaveBatch(bb)
+			j, err := tx.JobAt(ctx, b.ID, i)
+			if err != nil {
+				return err
+			}
+			j.Status = events.JobStatusCompleted
+			tx.SaveJob(j)
+			again, err := tx.Jobs(ctx, b.ID, []string{strconv.Itoa(i)})
+			if err != nil {
+				return err
+			}
+			if got := again[strconv.Itoa(i)].Status; got != events.JobStatusCompleted {
+				return fmt.Errorf("step %d: Jobs shows status %s after SaveJob", i, got)
+			}
+			j.Result = json.RawMessage(`"changed after save"`)
+			if again, _ := tx.JobAt(ctx, b.ID, i); string(again.Result) != "" {
+				return fmt.Errorf("step %d: changing a saved job without SaveJob leaked into the transaction", i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Batch(ctx, b.ID)
+	if got.Completed != 3 {
+		t.Errorf("Completed = %d, want 3", got.Completed)
+	}
+	if got.Version != b.Version+1 {
+		t.Errorf("Version = %d after one update, want %d", got.Version, b.Version+1)
 	}
 }
 
