@@ -8,7 +8,13 @@ const (
 	APIBatchResults = APIPrefix + ".batch.results"
 	APIJobGet       = APIPrefix + ".job.get"
 	APIRejected     = APIPrefix + ".events.rejected"
+	APIBatchCancel  = APIPrefix + ".batch.cancel"
+	APIAdditionGet  = APIPrefix + ".addition.get"
 )
+
+// CancelledBucket is the key-value bucket that lists cancelled batches, one
+// key per batch id. Executors watch it and skip jobs of those batches.
+const CancelledBucket = "batchq_cancelled"
 
 // Error codes of API replies and rejected additions.
 const (
@@ -77,4 +83,23 @@ type RejectedRequest struct {
 type RejectedReply struct {
 	Events []EventRejected `json:"events"`
 	Error  *APIError       `json:"error,omitempty"`
+}
+
+// CancelRequest asks to cancel a running batch.
+type CancelRequest struct {
+	BatchID string `json:"batch_id"`
+	Reason  string `json:"reason"`
+}
+
+// AdditionRequest asks whether a jobs.added event was applied.
+type AdditionRequest struct {
+	BatchID string `json:"batch_id"`
+	AddID   string `json:"add_id"`
+}
+
+// AdditionReply answers an AdditionRequest. Answer is nil while the
+// addition is not applied.
+type AdditionReply struct {
+	Answer *JobsAnswer `json:"answer,omitempty"`
+	Error  *APIError   `json:"error,omitempty"`
 }

@@ -42,9 +42,11 @@ func CallbackJobID(kind CallbackKind, failedJobID string) string {
 	return string(kind)
 }
 
-// AddedJobID returns the id of the index-th job added by job parent.
-func AddedJobID(parent string, index int) string {
-	return parent + "." + strconv.Itoa(index)
+// AddID returns the add id of the index-th jobs.added event that a job
+// published during one run. A retry of the job publishes the same ids, so
+// the coordinator applies each addition once.
+func AddID(jobID string, index int) string {
+	return jobID + "." + strconv.Itoa(index)
 }
 
 // PositionJobID returns the id of a job given at dispatch: its position.

@@ -49,8 +49,8 @@ type JobRef struct {
 
 // JobSpec is one job of a batch as the client submitted it.
 type JobSpec struct {
-	// ID is unique within the batch. Jobs given at dispatch use their
-	// position in decimal; added jobs get ids from the code that added them.
+	// ID is the position in decimal. In a jobs.added event the coordinator
+	// assigns positions and ids, so both are left empty there.
 	ID       string          `json:"id"`
 	Position int             `json:"position"`
 	Name     string          `json:"name"`
@@ -171,9 +171,9 @@ type JobCompleted struct {
 	// Context is the context a chain step left; it replaces the stored one.
 	// Parallel jobs leave it empty.
 	Context json.RawMessage `json:"context,omitempty"`
-	// Added counts the jobs this job added to its batch; their ids are
-	// JobID + "." + index. The coordinator settles nothing on this
-	// completion until all of them are stored.
+	// Added counts the jobs.added events this attempt published; their add
+	// ids are AddID(JobID, 0) to AddID(JobID, Added-1). The coordinator
+	// holds this completion back until all of them are applied.
 	Added int `json:"added,omitempty"`
 	// Deliveries counts how often the work message was delivered for this
 	// attempt; more than one means an executor crashed or timed out before
@@ -235,6 +235,9 @@ type JobsAnswer struct {
 	BatchID string `json:"batch_id"`
 	AddID   string `json:"add_id"`
 	Count   int    `json:"count"`
+	// FirstPosition is the position of the first added job; the others
+	// follow it.
+	FirstPosition int `json:"first_position"`
 	// Code is set on rejection: one of the Code constants.
 	Code  string `json:"code,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -282,13 +285,6 @@ type CompensationOutcome struct {
 	RetryAt    *time.Time      `json:"retry_at,omitempty"`
 	Deliveries int             `json:"deliveries"`
 	DurationMS int64           `json:"duration_ms"`
-}
-
-// BatchCancelRequested is the data of a batch.cancel_requested event.
-type BatchCancelRequested struct {
-	BatchID   string `json:"batch_id"`
-	RequestID string `json:"request_id"`
-	Reason    string `json:"reason"`
 }
 
 // BatchLifecycle is the data of the lifecycle events batch.started,

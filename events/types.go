@@ -32,8 +32,6 @@ const (
 	// TypeCompensationRetrying reports a failed compensation attempt that
 	// will be retried.
 	TypeCompensationRetrying Type = "batchq.compensation.retrying"
-	// TypeBatchCancelRequested asks the coordinator to cancel a batch.
-	TypeBatchCancelRequested Type = "batchq.batch.cancel_requested"
 )
 
 // Work types, published to the work stream.
@@ -83,7 +81,6 @@ var CoordinatorInputs = []Type{
 	TypeCompensationCompleted,
 	TypeCompensationFailed,
 	TypeCompensationRetrying,
-	TypeBatchCancelRequested,
 }
 
 var knownTypes = map[Type]bool{}

@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // MaxNameLength bounds job and callback names in bytes.
@@ -139,10 +140,18 @@ func (d *JobsAdded) Validate() error {
 	if err := ValidateID("batch_id", d.BatchID); err != nil {
 		return err
 	}
-	if d.AddID == "" {
-		return errors.New("add_id is missing")
+	if err := ValidateAddID(d.AddID); err != nil {
+		return err
 	}
-	return validateSpecs(d.Jobs)
+	for i := range d.Jobs {
+		if err := ValidateJobName(d.Jobs[i].Name); err != nil {
+			return fmt.Errorf("added job %d: %w", i, err)
+		}
+		if err := d.Jobs[i].Compensation.validate(fmt.Sprintf("added job %d compensation", i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Validate checks the fields of a compensation outcome event.
@@ -157,11 +166,6 @@ func (d *CompensationOutcome) Validate() error {
 		return fmt.Errorf("attempt %d is below 1", d.Attempt)
 	}
 	return nil
-}
-
-// Validate checks the fields of a batch.cancel_requested event.
-func (d *BatchCancelRequested) Validate() error {
-	return ValidateID("batch_id", d.BatchID)
 }
 
 // Validate checks the fields of a work message.
@@ -181,4 +185,26 @@ func (d *CompensationQueued) Validate() error {
 		return fmt.Errorf("attempt %d is below 1", d.Attempt)
 	}
 	return ValidateID("batch_id", d.BatchID)
+}
+
+// ValidateAddID returns an error unless id can name an addition: dot-separated
+// tokens of letters, digits, '-' and '_', at most 128 bytes.
+func ValidateAddID(id string) error {
+	if id == "" {
+		return errors.New("add_id is missing")
+	}
+	if len(id) > 128 {
+		return fmt.Errorf("add_id %q... is longer than 128 bytes", id[:32])
+	}
+	for _, part := range strings.Split(id, ".") {
+		if part == "" {
+			return fmt.Errorf("add_id %q has an empty part between dots", id)
+		}
+		for _, r := range part {
+			if !isTokenRune(r) {
+				return fmt.Errorf("add_id %q contains %q; use letters, digits, '-', '_' and '.' only", id, r)
+			}
+		}
+	}
+	return nil
 }

@@ -107,9 +107,11 @@ type Tx interface {
 	// or PrevCompensable.
 	SaveJob(j *Job)
 	// InsertJobs stores new jobs or callbacks. Jobs need positions from
-	// Batch.Total onwards; callbacks have position -1. When addID is not
-	// empty the insert is recorded as that addition.
-	InsertJobs(ctx context.Context, batchID, addID string, jobs []*Job) error
+	// Batch.Total onwards; callbacks have position -1.
+	InsertJobs(ctx context.Context, batchID string, jobs []*Job) error
+	// RecordAddition records that a jobs.added event was applied or
+	// rejected. Additions of jobs are recorded after InsertJobs.
+	RecordAddition(ctx context.Context, batchID string, a Addition) error
 	// Additions returns the recorded additions of a batch among addIDs,
 	// keyed by id.
 	Additions(ctx context.Context, batchID string, addIDs []string) (map[string]Addition, error)
@@ -128,11 +130,16 @@ type OutboxMessage struct {
 	Key string
 }
 
-// Addition records a jobs.added event that was applied.
+// Addition records a jobs.added event that was applied or rejected.
 type Addition struct {
 	ID            string
 	FirstPosition int
 	Count         int
+	// Code is empty when the jobs were stored, and otherwise the events.Code
+	// of the rejection.
+	Code string
+	// Error explains a rejection.
+	Error string
 }
 
 // ErrInvalidJobs reports staged jobs that do not match the batch that seals

@@ -268,7 +268,7 @@ func (t *tx) SaveJob(j *store.Job) {
 	bt.dirtyJobs[j.ID] = c
 }
 
-func (t *tx) InsertJobs(ctx context.Context, batchID, addID string, jobs []*store.Job) error {
+func (t *tx) InsertJobs(ctx context.Context, batchID string, jobs []*store.Job) error {
 	bt, err := t.batchTx(batchID)
 	if err != nil {
 		return err
@@ -309,12 +309,19 @@ func (t *tx) InsertJobs(ctx context.Context, batchID, addID string, jobs []*stor
 		bt.newChunks = append(bt.newChunks, chunkWrite{ref: ref, jobs: chunk})
 		bt.rec.Chunks = append(bt.rec.Chunks, ref)
 	}
-	if addID != "" {
-		if !validKeyPart(addID) {
-			return fmt.Errorf("kvstore: invalid add id %q", addID)
-		}
-		bt.additions = append(bt.additions, store.Addition{ID: addID, FirstPosition: first, Count: len(chunk)})
+	bt.dirty = true
+	return nil
+}
+
+func (t *tx) RecordAddition(ctx context.Context, batchID string, a store.Addition) error {
+	bt, err := t.batchTx(batchID)
+	if err != nil {
+		return err
 	}
+	if !validKeyPart(a.ID) {
+		return fmt.Errorf("kvstore: invalid add id %q", a.ID)
+	}
+	bt.additions = append(bt.additions, a)
 	bt.dirty = true
 	return nil
 }

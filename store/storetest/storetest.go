@@ -606,7 +606,10 @@ func testInsertAddedJobs(t *testing.T, s store.Store) {
 			for _, j := range jobs {
 				j.ParentID = "1"
 			}
-			if err := tx.InsertJobs(ctx, b.ID, addID, jobs); err != nil {
+			if err := tx.InsertJobs(ctx, b.ID, jobs); err != nil {
+				return err
+			}
+			if err := tx.RecordAddition(ctx, b.ID, store.Addition{ID: addID, FirstPosition: jobs[0].Position, Count: n}); err != nil {
 				return err
 			}
 			bb.Total += n
@@ -620,6 +623,12 @@ func testInsertAddedJobs(t *testing.T, s store.Store) {
 	add("1.0", 3)
 	add("1.0", 3)
 	add("c-client", 1)
+	_, err := s.Update(ctx, []string{b.ID}, func(tx store.Tx) error {
+		return tx.RecordAddition(ctx, b.ID, store.Addition{ID: "1.1", FirstPosition: -1, Code: events.CodeFinished, Error: "batch finished"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, _ := s.Batch(ctx, b.ID)
 	if got.Total != 6 {
 		t.Fatalf("Total = %d after adding 3 (twice, same id) and 1, want 6", got.Total)
@@ -635,15 +644,18 @@ func testInsertAddedJobs(t *testing.T, s store.Store) {
 		t.Errorf("added job = %+v", jobs[2])
 	}
 	_, err = s.Update(ctx, []string{b.ID}, func(tx store.Tx) error {
-		have, err := tx.Additions(ctx, b.ID, []string{"1.0", "c-client", "nope"})
+		have, err := tx.Additions(ctx, b.ID, []string{"1.0", "c-client", "1.1", "nope"})
 		if err != nil {
 			return err
 		}
-		if len(have) != 2 {
-			return fmt.Errorf("Additions returned %d, want 2", len(have))
+		if len(have) != 3 {
+			return fmt.Errorf("Additions returned %d, want 3", len(have))
 		}
-		if a := have["1.0"]; a.FirstPosition != 2 || a.Count != 3 {
+		if a := have["1.0"]; a.FirstPosition != 2 || a.Count != 3 || a.Code != "" {
 			return fmt.Errorf("addition 1.0 = %+v, want first 2 count 3", a)
+		}
+		if a := have["1.1"]; a.Code != events.CodeFinished || a.Error != "batch finished" || a.Count != 0 {
+			return fmt.Errorf("rejected addition 1.1 = %+v", a)
 		}
 		j, err := tx.JobAt(ctx, b.ID, 5)
 		if err != nil {
@@ -678,7 +690,7 @@ func testCallbacks(t *testing.T, s store.Store) {
 	}
 	insert := func(j *store.Job) error {
 		_, err := s.Update(ctx, []string{b.ID}, func(tx store.Tx) error {
-			return tx.InsertJobs(ctx, b.ID, "", []*store.Job{j})
+			return tx.InsertJobs(ctx, b.ID, []*store.Job{j})
 		})
 		return err
 	}
