@@ -33,12 +33,14 @@ type Message struct {
 	Data    []byte
 }
 
-// NATS returns the message as a NATS message with the Nats-Msg-Id and
-// Content-Type headers set.
+// NATS returns the message as a NATS message with the Nats-Msg-Id header
+// set, and the Content-Type header set when the message is an event.
 func (m Message) NATS() *nats.Msg {
 	msg := nats.NewMsg(m.Subject)
 	msg.Header.Set(nats.MsgIdHdr, m.ID)
-	msg.Header.Set("Content-Type", ContentType)
+	if m.Type != "" {
+		msg.Header.Set("Content-Type", ContentType)
+	}
 	msg.Data = m.Data
 	return msg
 }

@@ -10,6 +10,9 @@ type BatchStatus string
 
 // Batch statuses. Completed, Failed and Cancelled are final.
 const (
+	// StatusPending is a batch whose submission the events stream holds but
+	// the coordinator has not stored yet.
+	StatusPending      BatchStatus = "pending"
 	StatusRunning      BatchStatus = "running"
 	StatusCompensating BatchStatus = "compensating"
 	StatusCompleted    BatchStatus = "completed"

@@ -26,9 +26,15 @@ type Batch struct {
 	// Dispatched is the number of leading positions of a parallel batch
 	// whose work is published.
 	Dispatched int
-	// Current is the position of a chain's step in flight, or the step that
-	// is compensating.
+	// Current is the position of a chain's step in flight.
 	Current int
+	// Walk is the state of the walk that runs compensations one at a time
+	// in reverse position order, after a chain fails or a batch is
+	// cancelled.
+	Walk WalkState
+	// WalkPosition is the position of the job whose compensation the walk
+	// runs.
+	WalkPosition int
 
 	// Error is the first failure or the reason for cancelling.
 	Error string
@@ -46,6 +52,16 @@ type Batch struct {
 	// Version grows by one with every committed change.
 	Version int64
 }
+
+// WalkState is the state of a batch's reverse compensation walk.
+type WalkState string
+
+// Walk states.
+const (
+	WalkNone    WalkState = ""
+	WalkRunning WalkState = "running"
+	WalkDone    WalkState = "done"
+)
 
 // Open reports whether the batch has jobs that may still run or
 // compensations that may still change its status.

@@ -37,6 +37,12 @@ type Config struct {
 	DuplicateWindow time.Duration
 }
 
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	if c.Replicas == 0 {
 		c.Replicas = 1

@@ -1,0 +1,270 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batchq/batchq/events"
+	"github.com/batchq/batchq/store"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// apiTimeout bounds the store work of one API request.
+const apiTimeout = 10 * time.Second
+
+// maxResultsPage bounds the jobs in one results reply, which keeps the reply
+// under the server's max payload for results of about 1 KiB.
+const maxResultsPage = 500
+
+// startAPI registers the read API as a NATS micro service. Replicas share
+// the service's queue group, so each request reaches one coordinator.
+func (c *Coordinator) startAPI() (micro.Service, error) {
+	svc, err := micro.AddService(c.cfg.Conn, micro.Config{
+		Name:        "batchq-coordinator",
+		Version:     "1.0.0",
+		Description: "batchq read API: batches, jobs, results, cancel",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: start read API: %w", err)
+	}
+	endpoints := []struct {
+		name, subject string
+		handle        func(context.Context, []byte) any
+	}{
+		{"batch-get", events.APIBatchGet, c.handleBatch},
+		{"batch-results", events.APIBatchResults, c.handleResults},
+		{"job-get", events.APIJobGet, c.handleJob},
+		{"batch-cancel", events.APIBatchCancel, c.handleCancel},
+		{"addition-get", events.APIAdditionGet, c.handleAddition},
+		{"events-rejected", events.APIRejected, c.handleRejected},
+	}
+	for _, e := range endpoints {
+		handle := e.handle
+		err := svc.AddEndpoint(e.name, micro.HandlerFunc(func(r micro.Request) {
+			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			defer cancel()
+			if err := r.RespondJSON(handle(ctx, r.Data())); err != nil {
+				c.log.Warn("answer API request", "subject", r.Subject(), "error", err)
+			}
+		}), micro.WithEndpointSubject(e.subject))
+		if err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("coordinator: add API endpoint %s: %w", e.subject, err)
+		}
+	}
+	return svc, nil
+}
+
+func apiError(err error) *events.APIError {
+	var ce *cancelError
+	switch {
+	case errors.As(err, &ce):
+		return &events.APIError{Code: ce.code, Message: ce.message}
+	case errors.Is(err, store.ErrNotFound):
+		return &events.APIError{Code: events.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &events.APIError{Code: events.CodeUnavailable, Message: "the store did not answer in time: " + err.Error()}
+	default:
+		return &events.APIError{Code: events.CodeInternalError, Message: err.Error()}
+	}
+}
+
+func invalidRequest(err error) *events.APIError {
+	return &events.APIError{Code: events.CodeInvalid, Message: "invalid request: " + err.Error()}
+}
+
+func (c *Coordinator) handleBatch(ctx context.Context, data []byte) any {
+	var req events.BatchRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return events.BatchReply{Error: invalidRequest(err)}
+	}
+	info, err := c.batchInfo(ctx, req.BatchID)
+	if err != nil {
+		return events.BatchReply{Error: apiError(err)}
+	}
+	return events.BatchReply{Batch: info}
+}
+
+// batchInfo returns the read model of a batch with its callbacks.
+func (c *Coordinator) batchInfo(ctx context.Context, id string) (*events.BatchInfo, error) {
+	if err := events.ValidateID("batch_id", id); err != nil {
+		return nil, fmt.Errorf("%w: %v", store.ErrNotFound, err)
+	}
+	b, err := c.store.Batch(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return c.pendingInfo(ctx, id, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := b.Info()
+	cbs, err := c.store.Callbacks(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, cb := range cbs {
+		info.Callbacks = append(info.Callbacks, events.CallbackState{
+			Kind: events.CallbackKind(cb.ID), Name: cb.Name, JobID: cb.ID, Status: cb.Status,
+			Attempts: cb.Attempt, Result: cb.Result, Error: cb.Error,
+		})
+	}
+	return &info, nil
+}
+
+// pendingInfo returns the read model of a batch whose submission is in the
+// events stream but not yet stored, or notFound when there is none.
+func (c *Coordinator) pendingInfo(ctx context.Context, id string, notFound error) (*events.BatchInfo, error) {
+	stream, err := c.js.Stream(ctx, events.EventsStream)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, events.EventsPrefix+".*."+id+"."+events.TypeBatchSubmitted.Name())
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	env, err := events.Decode(msg.Data)
+	if err != nil {
+		return nil, notFound
+	}
+	sub, err := events.DecodeData[events.BatchSubmitted](env)
+	if err != nil {
+		return nil, notFound
+	}
+	return &events.BatchInfo{
+		ID: id, Type: sub.Type, Status: events.StatusPending, QueueName: sub.QueueName, Queue: sub.Queue,
+		Total: sub.Total, CreatedAt: msg.Time,
+	}, nil
+}
+
+// jobInfo returns the read model of a job. A parallel job whose work was
+// published shows as queued although the store keeps it as pending, because
+// the dispatcher does not write one row per job.
+func jobInfo(b *store.Batch, j *store.Job) events.JobInfo {
+	info := j.Info()
+	if b != nil && b.Type == events.Parallel && j.Status == events.JobStatusPending && j.Position < b.Dispatched {
+		info.Status = events.JobStatusQueued
+	}
+	return info
+}
+
+func (c *Coordinator) handleResults(ctx context.Context, data []byte) any {
+	var req events.ResultsRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return events.ResultsReply{Error: invalidRequest(err)}
+	}
+	if req.Limit <= 0 || req.Limit > maxResultsPage {
+		req.Limit = maxResultsPage
+	}
+	b, err := c.store.Batch(ctx, req.BatchID)
+	if err != nil {
+		return events.ResultsReply{Error: apiError(err)}
+	}
+	jobs, err := c.store.Jobs(ctx, req.BatchID, req.After, req.Limit)
+	if err != nil {
+		return events.ResultsReply{Error: apiError(err)}
+	}
+	reply := events.ResultsReply{Jobs: make([]events.JobInfo, 0, len(jobs))}
+	for _, j := range jobs {
+		reply.Jobs = append(reply.Jobs, jobInfo(b, j))
+	}
+	if len(jobs) > 0 {
+		reply.More = jobs[len(jobs)-1].Position < b.Total-1
+	}
+	return reply
+}
+
+func (c *Coordinator) handleJob(ctx context.Context, data []byte) any {
+	var req events.JobRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return events.JobReply{Error: invalidRequest(err)}
+	}
+	b, err := c.store.Batch(ctx, req.BatchID)
+	if err != nil {
+		return events.JobReply{Error: apiError(err)}
+	}
+	j, err := c.store.Job(ctx, req.BatchID, req.JobID)
+	if err != nil {
+		return events.JobReply{Error: apiError(err)}
+	}
+	info := jobInfo(b, j)
+	return events.JobReply{Job: &info}
+}
+
+func (c *Coordinator) handleCancel(ctx context.Context, data []byte) any {
+	var req events.CancelRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return events.BatchReply{Error: invalidRequest(err)}
+	}
+	if err := events.ValidateID("batch_id", req.BatchID); err != nil {
+		return events.BatchReply{Error: invalidRequest(err)}
+	}
+	var a *applier
+	msgs, err := c.store.Update(ctx, []string{req.BatchID}, func(tx store.Tx) error {
+		a = c.newApplier(ctx, tx)
+		_, err := a.cancel(req.BatchID, req.Reason)
+		return err
+	})
+	if err != nil {
+		return events.BatchReply{Error: apiError(err)}
+	}
+	c.log.Info("batch cancelled", "batch_id", req.BatchID, "reason", req.Reason)
+	c.relay(ctx, msgs)
+	info, err := c.batchInfo(ctx, req.BatchID)
+	if err != nil {
+		return events.BatchReply{Error: apiError(err)}
+	}
+	return events.BatchReply{Batch: info}
+}
+
+func (c *Coordinator) handleAddition(ctx context.Context, data []byte) any {
+	var req events.AdditionRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return events.AdditionReply{Error: invalidRequest(err)}
+	}
+	if err := events.ValidateID("batch_id", req.BatchID); err != nil {
+		return events.AdditionReply{Error: invalidRequest(err)}
+	}
+	var answer *events.JobsAnswer
+	_, err := c.store.Update(ctx, []string{req.BatchID}, func(tx store.Tx) error {
+		answer = nil
+		if _, err := tx.Batch(req.BatchID); err != nil {
+			return err
+		}
+		adds, err := tx.Additions(ctx, req.BatchID, []string{req.AddID})
+		if err != nil {
+			return err
+		}
+		if a, ok := adds[req.AddID]; ok {
+			answer = &events.JobsAnswer{BatchID: req.BatchID, AddID: a.ID, Count: a.Count, FirstPosition: a.FirstPosition, Code: a.Code, Error: a.Error}
+		}
+		return nil
+	})
+	if err != nil {
+		return events.AdditionReply{Error: apiError(err)}
+	}
+	return events.AdditionReply{Answer: answer}
+}
+
+func (c *Coordinator) handleRejected(ctx context.Context, data []byte) any {
+	var req events.RejectedRequest
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &req); err != nil {
+			return events.RejectedReply{Error: invalidRequest(err)}
+		}
+	}
+	if req.Limit <= 0 || req.Limit > 100 {
+		req.Limit = 100
+	}
+	evs, err := c.store.Rejected(ctx, req.Limit)
+	if err != nil {
+		return events.RejectedReply{Error: apiError(err)}
+	}
+	return events.RejectedReply{Events: evs}
+}
