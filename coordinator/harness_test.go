@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,23 +88,24 @@ func newEnv(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) *env {
 // runner runs one part until it is stopped or the test ends.
 type runner struct {
 	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	// done is closed when the part returned; err holds what it returned.
+	done chan struct{}
+	err  error
 }
 
 func (r *runner) stop() error {
-	var err error
-	r.once.Do(func() {
-		r.cancel()
-		err = <-r.done
-	})
-	return err
+	r.cancel()
+	<-r.done
+	return r.err
 }
 
 func (e *env) run(t *testing.T, fn func(context.Context) error) *runner {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runner{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- fn(ctx) }()
+	r := &runner{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = fn(ctx)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
 		if err := r.stop(); err != nil {
 			t.Logf("part stopped with error: %v", err)

@@ -18,7 +18,8 @@ type Batch struct {
 	Options   events.Options
 
 	// Total counts the batch's jobs, added ones included; positions run
-	// from 0 to Total-1.
+	// from 0 to Total-1. Completed + Failed + Skipped never exceeds it, and
+	// a store may reject a change that breaks that.
 	Total     int
 	Completed int
 	Failed    int

@@ -463,8 +463,8 @@ func outboxFor(t *testing.T, s store.Store, batchID string) []store.OutboxMessag
 
 func testConcurrentCounters(t *testing.T, s store.Store) {
 	ctx := ctxFor(t)
-	b := createBatch(t, s, events.Parallel, 1, 1)
 	const writers, each = 4, 10
+	b := createBatch(t, s, events.Parallel, writers*each, writers*each)
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*each)
 	for range writers {
