@@ -78,7 +78,7 @@ func TestDuplicateOutcomesCountOnce(t *testing.T) {
 		copies := duplicateOutcomes(t, e, 300*time.Millisecond)
 		rec := &recorder{}
 		e.startExecutor("default", map[string]executor.Handler{
-			"ok":    rec.record(nil),
+			"ok": rec.record(nil),
 			"flaky": rec.record(func(ctx context.Context, j *executor.Job) error {
 				if j.Attempt() == 1 {
 					return errors.New("transient")
