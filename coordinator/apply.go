@@ -264,8 +264,9 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	if err := a.queueJobFailureCallback(b, j); err != nil {
 		return err
 	}
+	failure := fmt.Sprintf("job %s (%s) failed: %s", j.ID, j.Name, msg)
 	if b.Type == events.Parallel && !b.Cancelled && store.Compensable(j) {
-		if err := a.queueCompensation(b, j); err != nil {
+		if err := a.queueCompensation(b, j, failure); err != nil {
 			return err
 		}
 	}
@@ -275,7 +276,7 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	if b.Type == events.Parallel && b.Options.AllowFailures {
 		return a.maybeFinishParallel(b)
 	}
-	b.Error = fmt.Sprintf("job %s (%s) failed: %s", j.ID, j.Name, msg)
+	b.Error = failure
 	if b.Type == events.Chain {
 		b.Skipped += b.Total - j.Position - 1
 	}

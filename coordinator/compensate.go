@@ -84,13 +84,13 @@ func (a *applier) walkFrom(b *store.Batch, before int) error {
 	}
 	b.Walk = store.WalkRunning
 	b.WalkPosition = j.Position
-	return a.queueCompensation(b, j)
+	return a.queueCompensation(b, j, b.Error)
 }
 
 // queueCompensation stores that j's compensation is queued and emits its
-// work message.
-func (a *applier) queueCompensation(b *store.Batch, j *store.Job) error {
-	msg, err := a.c.compensationMessage(b, j, 1)
+// work message; trigger is the error that made it necessary.
+func (a *applier) queueCompensation(b *store.Batch, j *store.Job, trigger string) error {
+	msg, err := a.c.compensationMessage(b, j, 1, trigger)
 	if err != nil {
 		var tooLarge *tooLargeError
 		if !errors.As(err, &tooLarge) {

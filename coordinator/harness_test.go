@@ -168,16 +168,23 @@ func (e *env) startExecutor(queue string, handlers map[string]executor.Handler, 
 
 // startCompensator starts a compensator of queue with handlers.
 func (e *env) startCompensator(queue string, handlers map[string]executor.Handler) *runner {
+	return e.startCompensatorWith(func(c *executor.Config) { c.Queue = queue }, handlers)
+}
+
+// startCompensatorWith starts a compensator whose config change adjusts.
+func (e *env) startCompensatorWith(change func(*executor.Config), handlers map[string]executor.Handler) *runner {
 	e.t.Helper()
-	c, err := compensator.New(compensator.Config{
+	cfg := compensator.Config{
 		Conn:        natstest.Connect(e.t, e.srv),
-		Queue:       queue,
+		Queue:       "default",
 		Concurrency: 2,
 		AckWait:     2 * time.Second,
 		MinBackoff:  20 * time.Millisecond,
 		MaxBackoff:  100 * time.Millisecond,
-		Logger:      e.log.With("part", "compensator", "queue", queue),
-	})
+		Logger:      e.log.With("part", "compensator"),
+	}
+	change(&cfg)
+	c, err := compensator.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

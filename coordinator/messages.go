@@ -66,7 +66,7 @@ func (c *Coordinator) workMessage(b *store.Batch, j *store.Job, attempt int, cb 
 }
 
 // compensationMessage builds the work message of j's compensation.
-func (c *Coordinator) compensationMessage(b *store.Batch, j *store.Job, attempt int) (events.Message, error) {
+func (c *Coordinator) compensationMessage(b *store.Batch, j *store.Job, attempt int, trigger string) (events.Message, error) {
 	data := events.CompensationQueued{
 		BatchID:     b.ID,
 		Queue:       b.Queue,
@@ -83,7 +83,7 @@ func (c *Coordinator) compensationMessage(b *store.Batch, j *store.Job, attempt 
 			Args:     j.Args,
 			Result:   j.Result,
 			Position: j.Position,
-			Error:    b.Error,
+			Error:    trigger,
 			Context:  b.Context,
 		},
 	}
