@@ -27,10 +27,10 @@ func (a *applier) jobsAdded(o *op, d *events.JobsAdded) error {
 	}
 	add := store.Addition{ID: d.AddID, FirstPosition: b.Total}
 	switch {
-	case d.ParentRole == events.RoleCallback:
-		add.Code, add.Error = events.CodeInvalid, fmt.Sprintf("callback %s cannot add jobs to batch %s", d.ParentJobID, b.ID)
 	case b.Status != events.StatusRunning:
 		add.Code, add.Error = events.CodeFinished, fmt.Sprintf("batch %s is %s and accepts no more jobs", b.ID, b.Status)
+	case d.ParentRole == events.RoleCallback:
+		add.Code, add.Error = events.CodeInvalid, fmt.Sprintf("callback %s cannot add jobs to batch %s", d.ParentJobID, b.ID)
 	}
 	if add.Code == "" && len(d.Jobs) > 0 {
 		jobs := make([]*store.Job, len(d.Jobs))

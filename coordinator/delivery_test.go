@@ -160,17 +160,15 @@ func TestLongJobNotRedelivered(t *testing.T) {
 	e.startCoordinator(nil)
 	var runs atomic.Int32
 	var deliveries atomic.Int32
-	e.startExecutor("default", map[string]executor.Handler{
-		"long": func(ctx context.Context, j *executor.Job) error {
-			runs.Add(1)
-			deliveries.Store(int32(j.Deliveries()))
-			time.Sleep(3500 * time.Millisecond) // longer than AckWait (2s)
-			return nil
-		},
-	}, func(c *executor.Config) { c.Concurrency = 2 })
-	e.startExecutor("default", map[string]executor.Handler{
-		"long": func(ctx context.Context, j *executor.Job) error { runs.Add(1); return nil },
-	}, nil)
+	long := func(ctx context.Context, j *executor.Job) error {
+		runs.Add(1)
+		deliveries.Store(int32(j.Deliveries()))
+		time.Sleep(3500 * time.Millisecond) // longer than AckWait (2s)
+		return nil
+	}
+	// A second executor would take a redelivery at once.
+	e.startExecutor("default", map[string]executor.Handler{"long": long}, nil)
+	e.startExecutor("default", map[string]executor.Handler{"long": long}, nil)
 	id, err := e.client.NewBatch(batchq.Jobs("long")...).Dispatch(e.ctx())
 	if err != nil {
 		t.Fatal(err)

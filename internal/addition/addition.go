@@ -60,11 +60,17 @@ func Add(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req Request
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	if _, err := js.PublishMsg(ctx, msg.NATS()); err != nil {
+	ack, err := js.PublishMsg(ctx, msg.NATS())
+	if err != nil {
 		return events.JobsAnswer{}, fmt.Errorf("publish jobs.added for batch %s: %w", req.BatchID, err)
 	}
-
-	fallback := time.NewTimer(fallbackAfter)
+	wait := fallbackAfter
+	if ack.Duplicate {
+		// The stream holds this addition already, so its answer may be
+		// long gone; ask at once.
+		wait = 0
+	}
+	fallback := time.NewTimer(wait)
 	defer fallback.Stop()
 	for {
 		select {
