@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchq/batchq/events"
 )
@@ -52,6 +53,9 @@ func (j Job) empty() bool {
 }
 
 // encodeJSON encodes v, keeping a json.RawMessage as it is after checking it.
+// It rejects strings that are not valid UTF-8, which encoding/json would
+// silently replace with U+FFFD, so that what a handler reads back is exactly
+// what was dispatched.
 func encodeJSON(v any) (json.RawMessage, error) {
 	switch raw := v.(type) {
 	case nil:
@@ -59,6 +63,9 @@ func encodeJSON(v any) (json.RawMessage, error) {
 	case json.RawMessage:
 		if !json.Valid(raw) {
 			return nil, fmt.Errorf("the json.RawMessage is not valid JSON")
+		}
+		if !utf8.Valid(raw) {
+			return nil, fmt.Errorf("the json.RawMessage is not valid UTF-8")
 		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, raw); err != nil {
@@ -70,10 +77,35 @@ func encodeJSON(v any) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	if i := replacedByte(data); i >= 0 {
+		return nil, fmt.Errorf("a string is not valid UTF-8 (near byte %d of the encoded value); encode binary data as []byte, which becomes base64", i)
+	}
 	if string(data) == "null" {
 		return nil, nil
 	}
 	return data, nil
+}
+
+// replacedByte returns the offset of the first \ufffd escape in data, which
+// encoding/json writes only in place of bytes that are not valid UTF-8 (a
+// real U+FFFD is written as its UTF-8 bytes), or -1.
+func replacedByte(data []byte) int {
+	const escape = `\ufffd`
+	for from := 0; ; {
+		i := bytes.Index(data[from:], []byte(escape))
+		if i < 0 {
+			return -1
+		}
+		i += from
+		slashes := 0
+		for k := i - 1; k >= 0 && data[k] == '\\'; k-- {
+			slashes++
+		}
+		if slashes%2 == 0 {
+			return i
+		}
+		from = i + len(escape)
+	}
 }
 
 // encodeCall encodes a callback or compensation for field.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
@@ -120,18 +121,27 @@ func (c *Coordinator) applyGroup(ctx context.Context, msgs []jetstream.Msg) erro
 	}
 
 	if len(pending) > 0 {
-		if err := c.update(ctx, ids, pending); err != nil {
-			var stop *stopError
-			if errors.As(err, &stop) {
-				return stop.err
-			}
-			if ctx.Err() != nil {
-				c.nakAll(ops)
-				return nil
-			}
-			c.log.Error("apply events failed, retrying them later", "events", len(pending), "error", err)
+		err := c.update(ctx, ids, pending)
+		if err != nil && len(pending) > 1 && !isStop(err) && ctx.Err() == nil {
+			// One event the store cannot take must not hold back the rest
+			// of its group, so the events are applied one at a time.
+			c.log.Warn("apply events failed, applying them one at a time", "events", len(pending), "error", err)
 			for _, o := range pending {
-				o.setRetry(err.Error())
+				if err := c.update(ctx, []string{o.batchID}, []*op{o}); err != nil {
+					if isStop(err) || ctx.Err() != nil {
+						return c.stopped(ctx, ops, err)
+					}
+					c.failedApply(o, err)
+				}
+			}
+			err = nil
+		}
+		if err != nil {
+			if isStop(err) || ctx.Err() != nil {
+				return c.stopped(ctx, ops, err)
+			}
+			for _, o := range pending {
+				c.failedApply(o, err)
 			}
 		}
 	}
@@ -168,6 +178,44 @@ func (c *Coordinator) update(ctx context.Context, ids []string, ops []*op) error
 	return nil
 }
 
+func isStop(err error) bool {
+	var stop *stopError
+	return errors.As(err, &stop)
+}
+
+// stopped ends the consumer loop: a stop from the afterCommit hook returns
+// its error as a crash would, and a cancelled context puts the group back.
+func (c *Coordinator) stopped(ctx context.Context, ops []*op, err error) error {
+	var stop *stopError
+	if errors.As(err, &stop) {
+		return stop.err
+	}
+	c.nakAll(ops)
+	return nil
+}
+
+// failedApply schedules an event whose update failed for another try.
+func (c *Coordinator) failedApply(o *op, err error) {
+	c.log.Error("apply event failed, retrying it later", "type", o.env.Type, "batch_id", o.batchID, "job_id", o.env.JobID, "error", err)
+	o.setRetry(err.Error())
+}
+
+// retryDelay grows with the deliveries of a message: an event that waits for
+// another stays quick, and one the store keeps failing backs off to
+// maxRetryDelay.
+func (c *Coordinator) retryDelay(m jetstream.Msg) time.Duration {
+	d := c.cfg.RetryDelay
+	if meta, err := m.Metadata(); err == nil {
+		for i := uint64(1); i < meta.NumDelivered && d < maxRetryDelay; i++ {
+			d *= 2
+		}
+	}
+	return min(d, maxRetryDelay)
+}
+
+// maxRetryDelay bounds the delay between tries of one event.
+const maxRetryDelay = 30 * time.Second
+
 // stopError carries an error from the afterCommit hook, which stops the
 // coordinator as a crash would.
 type stopError struct{ err error }
@@ -183,7 +231,7 @@ func (c *Coordinator) settle(ctx context.Context, ops []*op) {
 			err = o.msg.Ack()
 		case retry:
 			c.log.Debug("event delayed", "type", o.env.Type, "batch_id", o.batchID, "reason", o.reason)
-			err = o.msg.NakWithDelay(c.cfg.RetryDelay)
+			err = o.msg.NakWithDelay(c.retryDelay(o.msg))
 		case reject:
 			c.recordRejected(ctx, o)
 			err = o.msg.TermWithReason(o.reason)

@@ -155,13 +155,16 @@ func (s *Store) jobs(ctx context.Context, rec *batchRecord, ids []string) (map[s
 	for _, id := range ids {
 		e := entries[jobKey(batchID, id)]
 		revs[id] = e.rev
+		var state *store.Job
 		if e.exists {
-			var j store.Job
-			if err := json.Unmarshal(e.data, &j); err != nil {
+			state = new(store.Job)
+			if err := json.Unmarshal(e.data, state); err != nil {
 				return nil, nil, fmt.Errorf("kvstore: decode job %s of batch %s: %w", id, batchID, err)
 			}
-			jobs[id] = &j
-			continue
+			if state.Role == events.RoleCallback {
+				jobs[id] = state
+				continue
+			}
 		}
 		pos, err := strconv.Atoi(id)
 		if err != nil || strconv.Itoa(pos) != id {
@@ -178,9 +181,48 @@ func (s *Store) jobs(ctx context.Context, rec *batchRecord, ids []string) (map[s
 		spec := specs[pos-c.First]
 		j := store.JobFromSpec(batchID, spec.JobSpec)
 		j.ParentID = spec.ParentID
+		if state != nil {
+			withState(j, state)
+		}
 		jobs[id] = j
 	}
 	return jobs, revs, nil
+}
+
+// jobState returns what a job key stores of a job: its state without the
+// spec, which its chunk holds already. Callbacks have no chunk, so their
+// keys hold everything.
+func jobState(j *store.Job) *store.Job {
+	if j.Role == events.RoleCallback {
+		return j
+	}
+	return &store.Job{
+		BatchID:             j.BatchID,
+		ID:                  j.ID,
+		Position:            j.Position,
+		Role:                j.Role,
+		Status:              j.Status,
+		Attempt:             j.Attempt,
+		Result:              j.Result,
+		Error:               j.Error,
+		FinishedAt:          j.FinishedAt,
+		CompensationStatus:  j.CompensationStatus,
+		CompensationAttempt: j.CompensationAttempt,
+		CompensationError:   j.CompensationError,
+	}
+}
+
+// withState copies the state fields of a job key onto a job built from its
+// spec.
+func withState(j, state *store.Job) {
+	j.Status = state.Status
+	j.Attempt = state.Attempt
+	j.Result = state.Result
+	j.Error = state.Error
+	j.FinishedAt = state.FinishedAt
+	j.CompensationStatus = state.CompensationStatus
+	j.CompensationAttempt = state.CompensationAttempt
+	j.CompensationError = state.CompensationError
 }
 
 // chunkJob is one job spec inside a chunk value.

@@ -460,7 +460,7 @@ func (t *tx) batchMessages(id string, bt *batchTx) ([]*nats.Msg, []store.OutboxM
 	sort.Strings(jobIDs)
 	for _, jid := range jobIDs {
 		rev := bt.jobRevs[jid]
-		if err := put(jobKey(id, jid), bt.dirtyJobs[jid], &rev); err != nil {
+		if err := put(jobKey(id, jid), jobState(bt.dirtyJobs[jid]), &rev); err != nil {
 			return nil, nil, err
 		}
 	}
