@@ -18,7 +18,7 @@ import (
 )
 
 func TestAllowFailures(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -71,7 +71,7 @@ func TestAllowFailures(t *testing.T) {
 }
 
 func TestAddJobsFromParallelJob(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -111,7 +111,7 @@ func TestAddJobsFromParallelJob(t *testing.T) {
 }
 
 func TestAddJobsChainOrder(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}
@@ -161,7 +161,7 @@ func TestAddJobsChainOrder(t *testing.T) {
 }
 
 func TestCallbackCannotAddJobs(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		var calls atomic.Int32
@@ -200,7 +200,7 @@ func TestCallbackCannotAddJobs(t *testing.T) {
 // from the batch's only original job as it completes: none is lost and the
 // callback runs once, after all of them.
 func TestAddThousandWhileLastJobCompletes(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		var ran atomic.Int32
@@ -246,7 +246,7 @@ func TestAddThousandWhileLastJobCompletes(t *testing.T) {
 // job completes: every chunk is either stored and run, or rejected with
 // ErrBatchFinished; none is accepted and lost.
 func TestClientAddRacesSettlement(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		g := newGate()
@@ -302,7 +302,7 @@ func TestClientAddRacesSettlement(t *testing.T) {
 }
 
 func TestRetriedJobAddsOnce(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		var leaves atomic.Int32
@@ -331,7 +331,7 @@ func TestRetriedJobAddsOnce(t *testing.T) {
 }
 
 func TestAddJobsErrors(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		g := newGate()
@@ -370,7 +370,7 @@ func TestAddJobsErrors(t *testing.T) {
 // in another language might. Dispatch rejects such a batch; the coordinator
 // completes it at once and runs its completion callback.
 func TestEmptySubmissionCompletes(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestParallelSmoke(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		e.startExecutor("default", map[string]executor.Handler{

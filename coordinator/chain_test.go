@@ -14,7 +14,7 @@ import (
 )
 
 func TestChainOrderOneInFlight(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -50,7 +50,7 @@ func TestChainOrderOneInFlight(t *testing.T) {
 }
 
 func TestChainContextReplace(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -110,7 +110,7 @@ func TestChainContextReplace(t *testing.T) {
 }
 
 func TestChainStopsAtFailure(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}

@@ -82,7 +82,7 @@ func compensated(names ...string) []batchq.Job {
 }
 
 func TestChainCompensatesInReverse(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}
@@ -108,7 +108,7 @@ func TestChainCompensatesInReverse(t *testing.T) {
 }
 
 func TestChainFailureSkipsLaterSteps(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}
@@ -131,7 +131,7 @@ func TestChainFailureSkipsLaterSteps(t *testing.T) {
 }
 
 func TestParallelCompensationInfo(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -177,7 +177,7 @@ func TestParallelCompensationInfo(t *testing.T) {
 }
 
 func TestFailedCompensationRecordedOthersRun(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}
@@ -243,7 +243,7 @@ func TestCompensationRerunAfterCrash(t *testing.T) {
 }
 
 func TestDuplicateCompensationOutcome(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		duplicateOutcomes(t, e, 300*time.Millisecond)
@@ -267,7 +267,7 @@ func TestDuplicateCompensationOutcome(t *testing.T) {
 }
 
 func TestCancelChainDuringStep(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}
@@ -318,7 +318,7 @@ func TestCancelChainDuringStep(t *testing.T) {
 }
 
 func TestCancelParallelSkipsQueuedJobs(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		log := &sagaLog{}

@@ -154,6 +154,9 @@ func (c *Coordinator) update(ctx context.Context, ids []string, ops []*op) error
 	var a *applier
 	msgs, err := c.store.Update(ctx, ids, func(tx store.Tx) error {
 		a = c.newApplier(ctx, tx)
+		if err := prefetchJobs(ctx, tx, ops); err != nil {
+			return err
+		}
 		for _, o := range ops {
 			o.verdict, o.reason = ack, ""
 			if err := a.apply(o); err != nil {
@@ -215,6 +218,42 @@ func (c *Coordinator) retryDelay(m jetstream.Msg) time.Duration {
 
 // maxRetryDelay bounds the delay between tries of one event.
 const maxRetryDelay = 30 * time.Second
+
+// prefetchJobs reads the jobs that ops name with one read per batch, so the
+// events of a group cost one round trip to the store rather than one each.
+func prefetchJobs(ctx context.Context, tx store.Tx, ops []*op) error {
+	byBatch := map[string][]string{}
+	for _, o := range ops {
+		if id := jobIDOf(o.data); id != "" {
+			byBatch[o.batchID] = append(byBatch[o.batchID], id)
+		}
+	}
+	for batchID, ids := range byBatch {
+		if _, err := tx.Batch(batchID); err != nil {
+			continue // the apply step handles a missing batch
+		}
+		if _, err := tx.Jobs(ctx, batchID, ids); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func jobIDOf(data any) string {
+	switch d := data.(type) {
+	case *events.JobCompleted:
+		return d.JobID
+	case *events.JobFailed:
+		return d.JobID
+	case *events.JobRetrying:
+		return d.JobID
+	case *events.JobSkipped:
+		return d.JobID
+	case *events.CompensationOutcome:
+		return d.JobID
+	}
+	return ""
+}
 
 // stopError carries an error from the afterCommit hook, which stops the
 // coordinator as a crash would.

@@ -16,7 +16,7 @@ import (
 // TestHardInputRoundTrip sends args, context and results that are easy to
 // mangle through the whole system and reads them back byte for byte.
 func TestHardInputRoundTrip(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		seen := make(chan string, 16)

@@ -24,7 +24,7 @@ import (
 // storeOpener opens an empty store for one test on a NATS connection.
 type storeOpener struct {
 	name string
-	open func(t *testing.T, nc *nats.Conn) store.Store
+	open func(t testing.TB, nc *nats.Conn) store.Store
 }
 
 var bucketSeq atomic.Int64
@@ -33,7 +33,7 @@ var bucketSeq atomic.Int64
 func stores() []storeOpener {
 	list := []storeOpener{{
 		name: "kv",
-		open: func(t *testing.T, nc *nats.Conn) store.Store {
+		open: func(t testing.TB, nc *nats.Conn) store.Store {
 			s, err := kvstore.New(context.Background(), nc, kvstore.Config{Bucket: fmt.Sprintf("state%d", bucketSeq.Add(1))})
 			if err != nil {
 				t.Fatalf("kvstore.New: %v", err)
@@ -49,7 +49,7 @@ func stores() []storeOpener {
 var extraStores []storeOpener
 
 // forEachStore runs fn once per store as a subtest.
-func forEachStore(t *testing.T, fn func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store)) {
+func forEachStore(t *testing.T, fn func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store)) {
 	for _, s := range stores() {
 		t.Run(s.name, func(t *testing.T) {
 			fn(t, s.open)
@@ -57,7 +57,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, open func(*testing.T, *nat
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("BATCHQ_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -66,7 +66,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // env is one NATS server, one store, and the parts a test starts on them.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *server.Server
 	nc     *nats.Conn
 	store  store.Store
@@ -74,7 +74,7 @@ type env struct {
 	log    *slog.Logger
 }
 
-func newEnv(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) *env {
+func newEnv(t testing.TB, open func(testing.TB, *nats.Conn) store.Store) *env {
 	t.Helper()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
@@ -99,7 +99,7 @@ func (r *runner) stop() error {
 	return r.err
 }
 
-func (e *env) run(t *testing.T, fn func(context.Context) error) *runner {
+func (e *env) run(t testing.TB, fn func(context.Context) error) *runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -211,7 +211,7 @@ func (e *env) wait(id string) *batchq.BatchInfo {
 }
 
 // eventually polls cond until it holds or 20s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {

@@ -72,7 +72,7 @@ func duplicateOutcomes(t *testing.T, e *env, delay time.Duration) *atomic.Int64 
 }
 
 func TestDuplicateOutcomesCountOnce(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		copies := duplicateOutcomes(t, e, 300*time.Millisecond)
@@ -143,7 +143,7 @@ func TestDuplicateOutcomesCountOnce(t *testing.T) {
 // TestLastTwoJobsTogether finishes the last two jobs of many batches at the
 // same moment, with two coordinator replicas on one store.
 func TestLastTwoJobsTogether(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		e.startCoordinator(nil)
@@ -205,7 +205,7 @@ func TestLastTwoJobsTogether(t *testing.T) {
 // step. A new coordinator must finish the chain with every step and the
 // callback run once.
 func TestCrashBetweenCommitAndPublish(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		var commits atomic.Int32
 		crashed := e.startCoordinator(func(c *Config) {
@@ -259,7 +259,7 @@ func TestCrashBetweenCommitAndPublish(t *testing.T) {
 }
 
 func TestMalformedEventsRejected(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -316,7 +316,7 @@ func TestMalformedEventsRejected(t *testing.T) {
 }
 
 func TestUnknownJobFailsBounded(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		e.startExecutor("default", map[string]executor.Handler{"known": func(context.Context, *executor.Job) error { return nil }}, nil)

@@ -17,7 +17,7 @@ import (
 )
 
 func TestParallelArgsAndSharedContext(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -91,7 +91,7 @@ func TestParallelArgsAndSharedContext(t *testing.T) {
 }
 
 func TestParallelBareAndMixedJobs(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -158,7 +158,7 @@ func (g *gate) handler() executor.Handler {
 }
 
 func TestProgressRoundsDown(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		g := newGate()
@@ -203,7 +203,7 @@ func TestProgressOf(t *testing.T) {
 }
 
 func TestCallbacksOnce(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}
@@ -254,7 +254,7 @@ func TestCallbacksOnce(t *testing.T) {
 }
 
 func TestFailFast(t *testing.T) {
-	forEachStore(t, func(t *testing.T, open func(*testing.T, *nats.Conn) store.Store) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
 		e := newEnv(t, open)
 		e.startCoordinator(nil)
 		rec := &recorder{}

@@ -14,6 +14,6 @@ func init() {
 	}
 	extraStores = append(extraStores, storeOpener{
 		name: "postgres",
-		open: func(t *testing.T, _ *nats.Conn) store.Store { return pgtest.Open(t) },
+		open: func(t testing.TB, _ *nats.Conn) store.Store { return pgtest.Open(t) },
 	})
 }

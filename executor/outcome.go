@@ -45,7 +45,10 @@ func (e *Executor) finish(msg jetstream.Msg, w *work, log *slog.Logger, out outc
 			return
 		}
 	}
-	if err := msg.Ack(); err != nil {
+	// The server confirms the acknowledgement before the slot is freed, so
+	// the messages held by this executor never exceed Concurrency, even in
+	// the server's count.
+	if err := msg.DoubleAck(ctx); err != nil {
 		log.Warn("acknowledge work message; a redelivery will report the same outcome again", "error", err)
 	}
 }

@@ -14,7 +14,7 @@ type Batch struct {
 	Status    events.BatchStatus
 	QueueName string
 	Queue     string
-	Context   json.RawMessage
+	Context   json.RawMessage `json:",omitempty"`
 	Options   events.Options
 
 	// Total counts the batch's jobs, added ones included; positions run
@@ -102,7 +102,7 @@ type Job struct {
 	Position     int
 	Role         events.Role
 	Name         string
-	Args         json.RawMessage
+	Args         json.RawMessage `json:",omitempty"`
 	Compensation *events.JobRef
 	MaxAttempts  int
 	TimeoutMS    int64
@@ -113,7 +113,7 @@ type Job struct {
 	// Attempt is the attempt that the last stored event reported, 0 before
 	// the first.
 	Attempt    int
-	Result     json.RawMessage
+	Result     json.RawMessage `json:",omitempty"`
 	Error      string
 	FinishedAt *time.Time
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
@@ -49,6 +50,13 @@ type entry struct {
 
 // getMany returns the last message of each key that has one.
 func (s *Store) getMany(ctx context.Context, keys []string) (map[string]entry, error) {
+	if len(keys) == 1 {
+		e, err := s.get(ctx, keys[0])
+		if err != nil || e.rev == 0 {
+			return map[string]entry{}, err
+		}
+		return map[string]entry{keys[0]: e}, nil
+	}
 	out := make(map[string]entry, len(keys))
 	for start := 0; start < len(keys); start += maxDirectGetSubject {
 		end := min(start+maxDirectGetSubject, len(keys))
@@ -75,12 +83,20 @@ func (s *Store) getMany(ctx context.Context, keys []string) (map[string]entry, e
 	return out, nil
 }
 
+// get returns the last message of one key. It costs one request on the
+// connection's shared reply subscription, where getMany sets up a
+// subscription per call. A deleted key reads as never written, which is
+// right for every key that get reads: batch, chunk and job keys are only
+// ever removed by purging.
 func (s *Store) get(ctx context.Context, key string) (entry, error) {
-	m, err := s.getMany(ctx, []string{key})
-	if err != nil {
-		return entry{}, err
+	kve, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return entry{}, nil
 	}
-	return m[key], nil
+	if err != nil {
+		return entry{}, fmt.Errorf("kvstore: read %s: %w", key, err)
+	}
+	return entry{data: kve.Value(), rev: kve.Revision(), exists: true}, nil
 }
 
 func (s *Store) loadBatch(ctx context.Context, id string) (*batchRecord, uint64, error) {

@@ -968,6 +968,33 @@ func testExactBytes(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A missing result reads back as nil and a JSON null as null.
+	_, err = s.Update(ctx, []string{id}, func(tx store.Tx) error {
+		m, err := tx.Jobs(ctx, id, []string{"0", "1"})
+		if err != nil {
+			return err
+		}
+		m["0"].Result = nil
+		m["1"].Result = json.RawMessage("null")
+		tx.SaveJob(m["0"])
+		tx.SaveJob(m["1"])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := s.Job(ctx, id, "0"); j.Result != nil {
+		t.Errorf("a nil result reads back as %q", j.Result)
+	}
+	if j, _ := s.Job(ctx, id, "1"); string(j.Result) != "null" {
+		t.Errorf("a null result reads back as %q", j.Result)
+	}
+	wantResults := make([]string, len(values))
+	for i := range values {
+		wantResults[i] = values[len(values)-1-i]
+	}
+	wantResults[0], wantResults[1] = "", "null"
+
 	b, _ := s.Batch(ctx, id)
 	if !bytes.Equal(b.Context, ctxValue) {
 		t.Errorf("context = %q, want %q", b.Context, ctxValue)
@@ -980,8 +1007,8 @@ func testExactBytes(t *testing.T, s store.Store) {
 		if string(j.Args) != values[i] {
 			t.Errorf("job %d args = %q, want %q", i, j.Args, values[i])
 		}
-		if string(j.Result) != values[len(values)-1-i] {
-			t.Errorf("job %d result = %q, want %q", i, j.Result, values[len(values)-1-i])
+		if string(j.Result) != wantResults[i] {
+			t.Errorf("job %d result = %q, want %q", i, j.Result, wantResults[i])
 		}
 		if j.Error != "fehler: \u202eevil\u202c ✗" {
 			t.Errorf("job %d error = %q", i, j.Error)
