@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/batchq/batchq/events"
@@ -82,15 +83,27 @@ func (c Config) work() jetstream.StreamConfig {
 }
 
 // Apply creates both streams or updates them to cfg. The coordinator calls
-// it at start.
+// it at start. A stream whose settings already match is left alone, so a
+// restart does not update streams under running executors.
 func Apply(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	cfg.setDefaults()
 	for _, sc := range []jetstream.StreamConfig{cfg.events(), cfg.work()} {
+		if s, err := js.Stream(ctx, sc.Name); err == nil && matches(s.CachedInfo().Config, sc) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+// matches reports whether a stream's settings equal the ones batchq sets.
+func matches(have, want jetstream.StreamConfig) bool {
+	return have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
+		have.Duplicates == want.Duplicates && have.Replicas == want.Replicas &&
+		have.Storage == want.Storage && have.Description == want.Description &&
+		slices.Equal(have.Subjects, want.Subjects)
 }
 
 // Ensure creates the streams that are missing and leaves existing ones as

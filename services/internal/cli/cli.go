@@ -57,6 +57,7 @@ Commands:
   executor      run an executor with the demo jobs against a NATS server
   compensator   run a compensator with the demo compensations against a NATS server
   status        print the state of a batch as JSON
+  prune         remove batches that finished before a cutoff
 
 Run "batchq COMMAND -h" to see the flags of a command.
 `
@@ -82,6 +83,8 @@ func Main(env Env, args []string) int {
 		return Compensator(env, "batchq compensator", rest)
 	case "status":
 		return Status(env, "batchq status", rest)
+	case "prune":
+		return Prune(env, "batchq prune", rest)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(env.Stdout, mainUsage)
 		return ExitOK

@@ -16,6 +16,8 @@ import (
 
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/internal/demo"
+	"github.com/batchq/batchq/internal/pgtest"
+	"github.com/jackc/pgx/v5"
 	"github.com/batchq/batchq/internal/natstest"
 	"github.com/nats-io/nats.go"
 )
@@ -76,7 +78,10 @@ func TestUsageErrors(t *testing.T) {
 		{"executor duplicate queue", []string{"executor", "--queue", "q", "--queue", "q"}, []string{`--queue "q" is given twice`}},
 		{"executor zero concurrency", []string{"executor", "--concurrency", "0"}, []string{"invalid --concurrency 0"}},
 		{"compensator negative drain", []string{"compensator", "--drain-timeout", "-1s"}, []string{"invalid --drain-timeout -1s"}},
-		{"coordinator unknown store", []string{"coordinator", "--store", "postgres"}, []string{`unknown store "postgres"`, `use "kv"`}},
+		{"coordinator empty bucket", []string{"coordinator", "--kv-bucket", ""}, []string{"--kv-bucket is empty"}},
+		{"coordinator empty schema", []string{"coordinator", "--database-url", "postgres://127.0.0.1/x", "--database-schema", ""}, []string{"--database-schema is empty"}},
+		{"prune without cutoff", []string{"prune"}, []string{"missing or invalid --older-than"}},
+		{"prune negative cutoff", []string{"prune", "--older-than", "-5m"}, []string{"invalid --older-than -5m0s"}},
 		{"coordinator negative retention", []string{"coordinator", "--retention", "-1h"}, []string{"invalid --retention -1h0m0s"}},
 		{"coordinator invalid log level", []string{"coordinator", "--log-level", "loud"}, []string{"-log-level"}},
 		{"status without id", []string{"status"}, []string{"missing BATCH_ID"}},
@@ -100,7 +105,7 @@ func TestUsageErrors(t *testing.T) {
 func TestHelpExitsZero(t *testing.T) {
 	for _, args := range [][]string{
 		{"-h"}, {"dev", "-h"}, {"demo", "-h"}, {"demo", "wordcount", "-h"}, {"demo", "chain", "-h"},
-		{"demo", "saga", "-h"}, {"coordinator", "-h"}, {"executor", "-h"}, {"compensator", "-h"}, {"status", "-h"},
+		{"demo", "saga", "-h"}, {"coordinator", "-h"}, {"executor", "-h"}, {"compensator", "-h"}, {"status", "-h"}, {"prune", "-h"},
 	} {
 		env, stdout, stderr := testEnv(context.Background())
 		if code := Main(env, args); code != ExitOK {
@@ -325,6 +330,36 @@ func TestDevPortInUse(t *testing.T) {
 }
 
 func TestServicesAgainstExternalNATS(t *testing.T) {
+	t.Run("kv", func(t *testing.T) {
+		testServices(t, []string{"--kv-bucket", "state"})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.URL(t)
+		schema := fmt.Sprintf("cli_test_%d", os.Getpid())
+		t.Cleanup(func() { dropSchema(t, url, schema) })
+		testServices(t, []string{"--database-url", url, "--database-schema", schema})
+	})
+}
+
+// dropSchema removes a Postgres schema that a test created.
+func dropSchema(t *testing.T, url, schema string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Errorf("connect to drop schema %s: %v", schema, err)
+		return
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+		t.Errorf("drop schema %s: %v", schema, err)
+	}
+}
+
+// testServices runs the coordinator with storeArgs, an executor and a
+// compensator as separate commands against one NATS server, runs two demos
+// through them, and prunes the finished batches.
+func testServices(t *testing.T, storeArgs []string) {
 	srv := natstest.Start(t)
 	url := srv.ClientURL()
 	args := []string{"--nats-url", url, "--log-level", "warn"}
@@ -335,7 +370,7 @@ func TestServicesAgainstExternalNATS(t *testing.T) {
 	// The workers start after the coordinator has set up the streams, as
 	// in the all-in-one process, because nats-server v2.15.3 races when a
 	// stream update and a consumer creation on that stream run at once.
-	stopCoordinator, coordinatorErr := runCommand(t, Coordinator, append([]string{"--kv-bucket", "state"}, args...))
+	stopCoordinator, coordinatorErr := runCommand(t, Coordinator, append(append([]string{}, storeArgs...), args...))
 	if err := waitForCoordinator(ctx, client); err != nil {
 		t.Fatalf("%v; stderr:\n%s", err, coordinatorErr)
 	}
@@ -370,6 +405,16 @@ func TestServicesAgainstExternalNATS(t *testing.T) {
 		if strings.Contains(stderr.String(), "level=ERROR") {
 			t.Errorf("%s logged an error:\n%s", name, stderr)
 		}
+	}
+
+	env, stdout, stderr := testEnv(context.Background())
+	time.Sleep(10 * time.Millisecond)
+	pruneArgs := append(append([]string{"--older-than", "1ms"}, storeArgs...), args...)
+	if code := Prune(env, "batchq prune", pruneArgs); code != ExitOK {
+		t.Fatalf("prune exit code %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout.String(), "removed 2 batches") {
+		t.Errorf("prune printed %q, want the two finished batches removed", stdout)
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/internal/demo"
 	"github.com/batchq/batchq/internal/embedded"
-	"github.com/batchq/batchq/store/kvstore"
 	"github.com/oklog/run"
 	"golang.org/x/term"
 )
@@ -229,7 +228,7 @@ func runDemo(env Env, name string, opts demoOptions, driver func(context.Context
 	s, err := startStack(env.context(), stackOptions{
 		server:  embedded.Config{Dir: dataDir, Port: embedded.RandomPort},
 		workers: workerOptions{queues: []string{batchq.DefaultQueue}, concurrency: opts.concurrency, drainTimeout: demoDrainTimeout},
-		stores:  storeOptions{kind: storeKV, bucket: kvstore.DefaultBucket},
+		stores:  kvStoreOptions(),
 		log:     log,
 	})
 	if err != nil {

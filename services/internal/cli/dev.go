@@ -8,14 +8,14 @@ import (
 	"path/filepath"
 
 	"github.com/batchq/batchq/internal/embedded"
-	"github.com/batchq/batchq/store/kvstore"
 	"github.com/oklog/run"
 )
 
 const devUsage = `Usage: %s [flags]
 
 Runs everything batchq needs in one process: a NATS server with JetStream
-on 127.0.0.1, the coordinator with the kv store, and an executor and a
+on 127.0.0.1, the coordinator with the KV store (or Postgres, with
+--database-url), and an executor and a
 compensator per queue with the demo jobs. Other processes connect at the
 NATS URL that it logs at start. SIGINT or SIGTERM stops it. Running jobs
 then get --drain-timeout to finish, and jobs still running after that are
@@ -34,14 +34,19 @@ func Dev(env Env, name string, args []string) int {
 		workers   workerOptions
 		queues    queueList
 		level     slog.Level
+		stores    storeOptions
 	)
 	fs.StringVar(&dataDir, "data", defaultDataDir(), "directory for the JetStream files, by default batchq-data in the user cache directory")
 	fs.Var(&sync, "sync", "when JetStream syncs its files to disk: \"always\" after every write, or an interval such as 2m or 10s (default 2m0s, the NATS server default)")
 	fs.IntVar(&port, "port", embedded.DefaultPort, "TCP port of the NATS server on 127.0.0.1, or -1 for a free port")
 	addWorkerFlags(fs, &workers, &queues)
+	addStoreFlags(fs, env, &stores)
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
+	}
+	if err := stores.validate(); err != nil {
+		return usageError(env, name, "%v", err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(env, name, "unexpected argument %q; this command takes flags only", fs.Arg(0))
@@ -67,7 +72,7 @@ func Dev(env Env, name string, args []string) int {
 	s, err := startStack(env.context(), stackOptions{
 		server:    embedded.Config{Dir: dataDir, Port: port, Sync: sync, Verbose: *verbose},
 		workers:   workers,
-		stores:    storeOptions{kind: storeKV, bucket: kvstore.DefaultBucket},
+		stores:    stores,
 		retention: *retention,
 		log:       log,
 	})
@@ -77,7 +82,7 @@ func Dev(env Env, name string, args []string) int {
 	if err != nil {
 		return failure(env, name, err)
 	}
-	log.Info("NATS server listening; connect other processes with --nats-url", "url", s.server.ClientURL(), "data_dir", dataDir, "sync", sync.String())
+	log.Info("NATS server listening; connect other processes with --nats-url", "url", s.server.ClientURL(), "data_dir", dataDir, "sync", sync.String(), "store", stores.name())
 
 	var g run.Group
 	addStopActors(&g, env)

@@ -72,7 +72,7 @@ func Coordinator(env Env, name string, args []string) int {
 		retention time.Duration
 	)
 	addNATSFlag(fs, env, &url)
-	addStoreFlags(fs, &stores)
+	addStoreFlags(fs, env, &stores)
 	fs.DurationVar(&retention, "retention", 0, "how long finished batches are kept before they are removed, for example 168h, or 0 to keep them")
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
