@@ -16,9 +16,9 @@ import (
 
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/internal/demo"
+	"github.com/batchq/batchq/internal/natstest"
 	"github.com/batchq/batchq/internal/pgtest"
 	"github.com/jackc/pgx/v5"
-	"github.com/batchq/batchq/internal/natstest"
 	"github.com/nats-io/nats.go"
 )
 
