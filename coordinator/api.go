@@ -223,7 +223,7 @@ func (c *Coordinator) handleCancel(ctx context.Context, data []byte) any {
 		return events.BatchReply{Error: apiError(err)}
 	}
 	c.log.Info("batch cancelled", "batch_id", req.BatchID, "reason", req.Reason)
-	c.relay(ctx, msgs)
+	c.relay(ctx, msgs, false)
 	info, err := c.batchInfo(ctx, req.BatchID)
 	if err != nil {
 		return events.BatchReply{Error: apiError(err)}

@@ -97,6 +97,7 @@ func (c *Coordinator) consume(ctx context.Context, cons jetstream.Consumer) erro
 // applyGroup decodes a group, stages chunks, applies the rest in one store
 // update, publishes the outbox and settles every message.
 func (c *Coordinator) applyGroup(ctx context.Context, msgs []jetstream.Msg) error {
+	start := time.Now()
 	ops := make([]*op, 0, len(msgs))
 	for _, m := range msgs {
 		ops = append(ops, c.decode(m))
@@ -146,6 +147,8 @@ func (c *Coordinator) applyGroup(ctx context.Context, msgs []jetstream.Msg) erro
 		}
 	}
 	c.settle(ctx, ops)
+	c.metrics.countEvents(ops)
+	c.metrics.observeGroup(len(ops), start)
 	return nil
 }
 
@@ -173,7 +176,7 @@ func (c *Coordinator) update(ctx context.Context, ids []string, ops []*op) error
 			return &stopError{err}
 		}
 	}
-	c.relay(ctx, msgs)
+	c.relay(ctx, msgs, false)
 	c.publishDirect(ctx, a.direct)
 	for id := range a.dispatch {
 		c.signalDispatch(id)
@@ -199,6 +202,7 @@ func (c *Coordinator) stopped(ctx context.Context, ops []*op, err error) error {
 
 // failedApply schedules an event whose update failed for another try.
 func (c *Coordinator) failedApply(o *op, err error) {
+	c.metrics.applyFailed()
 	c.log.Error("apply event failed, retrying it later", "type", o.env.Type, "batch_id", o.batchID, "job_id", o.env.JobID, "error", err)
 	o.setRetry(err.Error())
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/batchq/batchq/store"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config.
@@ -87,6 +88,8 @@ type Config struct {
 	// whose work would be larger fails instead. Default: the server's max
 	// payload, at most 1 MiB.
 	MaxMessageSize int
+	// Metrics, when set, receives the coordinator's Prometheus metrics.
+	Metrics prometheus.Registerer
 
 	// afterCommit, when set, runs after each store update commits and
 	// before its messages are published. Tests use it to stop a
@@ -159,6 +162,10 @@ type Coordinator struct {
 	log   *slog.Logger
 	enc   events.Encoder
 
+	metrics *metrics
+	// cons is the shared events consumer, set by Run.
+	cons jetstream.Consumer
+
 	dispatchMu     sync.Mutex
 	dispatching    map[string]bool
 	dispatchSignal chan string
@@ -174,7 +181,12 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: register metrics: %w", err)
+	}
 	return &Coordinator{
+		metrics:        m,
 		cfg:            cfg,
 		js:             js,
 		store:          cfg.Store,
@@ -199,6 +211,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.cons = cons
 	api, err := c.startAPI()
 	if err != nil {
 		return err

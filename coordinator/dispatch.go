@@ -98,9 +98,12 @@ func (c *Coordinator) dispatchBatch(ctx context.Context, id string) error {
 			}
 			msgs = append(msgs, msg)
 		}
-		if n, err := c.publish(ctx, msgs); err != nil {
+		n, err := c.publish(ctx, msgs)
+		c.metrics.addPublished(n, false)
+		if err != nil {
 			return err
-		} else if n < len(msgs) {
+		}
+		if n < len(msgs) {
 			return errors.New("not every work message was published")
 		}
 		through := jobs[len(jobs)-1].Position + 1
@@ -147,6 +150,6 @@ func (c *Coordinator) recordDispatched(ctx context.Context, id string, through i
 	if err != nil {
 		return err
 	}
-	c.relay(ctx, msgs)
+	c.relay(ctx, msgs, false)
 	return nil
 }

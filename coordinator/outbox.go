@@ -53,8 +53,9 @@ func (c *Coordinator) publish(ctx context.Context, msgs []events.Message) (int, 
 }
 
 // relay publishes committed outbox messages and deletes those the stream
-// stored. What it cannot publish stays in the outbox for the sweeper.
-func (c *Coordinator) relay(ctx context.Context, msgs []store.OutboxMessage) {
+// stored. What it cannot publish stays in the outbox for the sweeper, which
+// calls it with swept set.
+func (c *Coordinator) relay(ctx context.Context, msgs []store.OutboxMessage, swept bool) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -69,6 +70,8 @@ func (c *Coordinator) relay(ctx context.Context, msgs []store.OutboxMessage) {
 	if n == 0 {
 		return
 	}
+	c.metrics.addPublished(n, swept)
+	c.metrics.countSettled(plain[:n])
 	if err := c.store.DeleteOutbox(ctx, msgs[:n]); err != nil && ctx.Err() == nil {
 		c.log.Warn("delete published outbox messages, they will be published again", "count", n, "error", err)
 	}
@@ -116,11 +119,12 @@ func (c *Coordinator) sweep(ctx context.Context, cutoff time.Time) {
 		if len(msgs) > 0 {
 			c.log.Info("republishing outbox messages", "count", len(msgs))
 		}
-		c.relay(ctx, msgs)
+		c.relay(ctx, msgs, true)
 		if len(msgs) < limit || ctx.Err() != nil {
 			break
 		}
 	}
+	c.metrics.observeConsumer(ctx, c.cons)
 	ids, err := c.store.Undispatched(ctx, 100)
 	if err != nil {
 		if ctx.Err() == nil {

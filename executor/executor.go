@@ -22,6 +22,7 @@ import (
 	"github.com/batchq/batchq/internal/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Handler runs one attempt of a job. A nil error completes the job; any
@@ -98,6 +99,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Streams sets how the streams are created when they are missing.
 	Streams streams.Config
+	// Metrics, when set, receives the executor's Prometheus metrics. The
+	// executors of one process may share a registry.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -177,6 +181,7 @@ type Executor struct {
 	running  bool
 
 	cancelled *cancelledSet
+	metrics   *metrics
 }
 
 // New validates cfg and returns an executor without handlers.
@@ -193,6 +198,10 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}
+	m, err := newMetrics(cfg.Metrics, cfg.Queue, cfg.Work)
+	if err != nil {
+		return nil, fmt.Errorf("executor: register metrics: %w", err)
+	}
 	source := "batchq/executor"
 	if cfg.Work == Compensations {
 		source = "batchq/compensator"
@@ -205,6 +214,7 @@ func New(cfg Config) (*Executor, error) {
 		enc:       events.Encoder{Source: source},
 		handlers:  make(map[string]Handler),
 		cancelled: newCancelledSet(),
+		metrics:   m,
 	}, nil
 }
 

@@ -203,6 +203,7 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := e.log.With("batch_id", w.batchID(), "job_id", w.jobID(), "name", w.name(), "attempt", w.attempt())
+	e.metrics.redelivery(deliveries)
 
 	if nb := w.notBefore(); nb != nil {
 		if wait := time.Until(*nb); wait > 0 {
@@ -211,12 +212,14 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 		}
 	}
 	if w.kind == Jobs && e.cancelled.has(w.batchID()) {
+		e.metrics.outcome("skipped")
 		e.finish(msg, w, log, e.skipped(w, "batch cancelled before the job started"))
 		return
 	}
 	if deliveries >= e.cfg.MaxDeliver {
 		err := fmt.Errorf("the work message was delivered %d times without an outcome; executors crashed or stalled while running it", deliveries)
 		log.Error("job failed: delivery limit reached", "deliveries", deliveries)
+		e.metrics.outcome("failed")
 		e.finish(msg, w, log, e.failed(w, err, events.ReasonDeliveryLimit))
 		return
 	}
@@ -235,13 +238,17 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 		maxAttempts = min(maxAttempts, e.cfg.UnknownJobAttempts)
 	} else {
 		var cause error
+		done := e.metrics.start()
 		runErr, cause = e.runHandler(jobsCtx, msg, w, job, h)
+		done()
 		switch {
 		case errors.Is(cause, errShutdown):
 			log.Info("job interrupted by shutdown, left for redelivery")
+			e.metrics.outcome("interrupted")
 			_ = msg.Nak()
 			return
 		case runErr != nil && errors.Is(cause, errBatchCancelled):
+			e.metrics.outcome("failed")
 			e.finish(msg, w, log, e.failed(w, fmt.Errorf("cancelled with its batch: %w", runErr), events.ReasonCancelled))
 			return
 		case runErr != nil && errors.Is(cause, errTimeout):
@@ -256,16 +263,19 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 	duration := time.Since(started)
 
 	if runErr == nil {
+		e.metrics.outcome("completed")
 		e.finish(msg, w, log, e.completed(w, job, duration))
 		return
 	}
 	var permanent *PermanentError
 	if w.attempt() >= maxAttempts || errors.As(runErr, &permanent) {
 		log.Warn("job failed for good", "reason", reason, "error", runErr)
+		e.metrics.outcome("failed")
 		e.finish(msg, w, log, e.failed(w, runErr, reason))
 		return
 	}
 	log.Info("job attempt failed, retrying", "reason", reason, "error", runErr)
+	e.metrics.outcome("retried")
 	e.finish(msg, w, log, e.retry(w, runErr, reason))
 }
 

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -341,6 +343,32 @@ func TestServicesAgainstExternalNATS(t *testing.T) {
 	})
 }
 
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// scrape returns the metrics page at addr.
+func scrape(t *testing.T, addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
 // dropSchema removes a Postgres schema that a test created.
 func dropSchema(t *testing.T, url, schema string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -370,11 +398,12 @@ func testServices(t *testing.T, storeArgs []string) {
 	// The workers start after the coordinator has set up the streams, as
 	// in the all-in-one process, because nats-server v2.15.3 races when a
 	// stream update and a consumer creation on that stream run at once.
-	stopCoordinator, coordinatorErr := runCommand(t, Coordinator, append(append([]string{}, storeArgs...), args...))
+	coordinatorMetrics, executorMetrics := freeAddr(t), freeAddr(t)
+	stopCoordinator, coordinatorErr := runCommand(t, Coordinator, append(append([]string{"--metrics-addr", coordinatorMetrics}, storeArgs...), args...))
 	if err := waitForCoordinator(ctx, client); err != nil {
 		t.Fatalf("%v; stderr:\n%s", err, coordinatorErr)
 	}
-	stopExecutor, executorErr := runCommand(t, Executor, append([]string{"--concurrency", "2"}, args...))
+	stopExecutor, executorErr := runCommand(t, Executor, append([]string{"--concurrency", "2", "--metrics-addr", executorMetrics}, args...))
 	stopCompensator, compensatorErr := runCommand(t, Compensator, args)
 
 	dir := t.TempDir()
@@ -394,6 +423,19 @@ func testServices(t *testing.T, storeArgs []string) {
 	}
 	if saga.Batch.Compensation.Completed != 3 {
 		t.Errorf("compensations completed = %d, want 3", saga.Batch.Compensation.Completed)
+	}
+
+	scrapes := map[string][]string{
+		coordinatorMetrics: {`batchq_coordinator_events_total{type="batchq.job.completed",verdict="applied"}`, `batchq_coordinator_batches_settled_total{status="failed"} 1`},
+		executorMetrics:    {`batchq_executor_attempts_total{outcome="completed",queue="default",work="jobs"}`, "batchq_executor_attempt_seconds_bucket"},
+	}
+	for addr, wants := range scrapes {
+		body := scrape(t, addr)
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics at %s lack %s", addr, want)
+			}
+		}
 	}
 
 	for name, stop := range map[string]func() int{"coordinator": stopCoordinator, "executor": stopExecutor, "compensator": stopCompensator} {

@@ -35,12 +35,14 @@ func Dev(env Env, name string, args []string) int {
 		queues    queueList
 		level     slog.Level
 		stores    storeOptions
+		metrics   string
 	)
 	fs.StringVar(&dataDir, "data", defaultDataDir(), "directory for the JetStream files, by default batchq-data in the user cache directory")
 	fs.Var(&sync, "sync", "when JetStream syncs its files to disk: \"always\" after every write, or an interval such as 2m or 10s (default 2m0s, the NATS server default)")
 	fs.IntVar(&port, "port", embedded.DefaultPort, "TCP port of the NATS server on 127.0.0.1, or -1 for a free port")
 	addWorkerFlags(fs, &workers, &queues)
 	addStoreFlags(fs, env, &stores)
+	addMetricsFlag(fs, &metrics)
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
@@ -69,6 +71,11 @@ func Dev(env Env, name string, args []string) int {
 	}
 
 	log := newLogger(env.Stderr, level)
+	ms, err := newMetricsServer(metrics)
+	if err != nil {
+		return usageError(env, name, "%v", err)
+	}
+	workers.metrics = ms.registerer()
 	s, err := startStack(env.context(), stackOptions{
 		server:    embedded.Config{Dir: dataDir, Port: port, Sync: sync, Verbose: *verbose},
 		workers:   workers,
@@ -76,6 +83,9 @@ func Dev(env Env, name string, args []string) int {
 		retention: *retention,
 		log:       log,
 	})
+	if err != nil {
+		ms.close()
+	}
 	if errors.Is(err, embedded.ErrPortInUse) {
 		return failure(env, name, fmt.Errorf("%w; pass another --port, or --port -1 for a free one", err))
 	}
@@ -88,6 +98,10 @@ func Dev(env Env, name string, args []string) int {
 	addStopActors(&g, env)
 	for _, p := range s.parts {
 		addPart(&g, p)
+	}
+	if ms != nil {
+		log.Info("serving metrics", "url", "http://"+ms.listener.Addr().String()+"/metrics")
+		addPart(&g, ms.part())
 	}
 	runErr := g.Run()
 	if err := s.close(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/batchq/batchq/store"
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // part is one long-running service of a process.
@@ -35,6 +36,8 @@ type workerOptions struct {
 	queues       []string
 	concurrency  int
 	drainTimeout time.Duration
+	// metrics receives the workers' metrics when set.
+	metrics prometheus.Registerer
 }
 
 // validate returns an error naming the flag that is invalid.
@@ -59,7 +62,7 @@ func (o workerOptions) validate() error {
 }
 
 // newCoordinatorPart returns the coordinator on its own connection.
-func newCoordinatorPart(connect connector, st store.Store, retention time.Duration, log *slog.Logger) (part, error) {
+func newCoordinatorPart(connect connector, st store.Store, retention time.Duration, metrics prometheus.Registerer, log *slog.Logger) (part, error) {
 	nc, err := connect("batchq-coordinator")
 	if err != nil {
 		return part{}, err
@@ -69,6 +72,7 @@ func newCoordinatorPart(connect connector, st store.Store, retention time.Durati
 		Store:     st,
 		Logger:    log.With("service", "coordinator"),
 		Retention: retention,
+		Metrics:   metrics,
 	})
 	if err != nil {
 		return part{}, err
@@ -91,6 +95,7 @@ func newExecutorParts(connect connector, o workerOptions, log *slog.Logger) ([]p
 			Concurrency:  o.concurrency,
 			DrainTimeout: o.drainTimeout,
 			Logger:       log.With("service", "executor"),
+			Metrics:      o.metrics,
 		})
 		if err != nil {
 			return nil, err
@@ -116,6 +121,7 @@ func newCompensatorParts(connect connector, o workerOptions, log *slog.Logger) (
 			Concurrency:  o.concurrency,
 			DrainTimeout: o.drainTimeout,
 			Logger:       log.With("service", "compensator"),
+			Metrics:      o.metrics,
 		})
 		if err != nil {
 			return nil, err

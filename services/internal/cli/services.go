@@ -70,9 +70,11 @@ func Coordinator(env Env, name string, args []string) int {
 		level     slog.Level
 		stores    storeOptions
 		retention time.Duration
+		metrics   string
 	)
 	addNATSFlag(fs, env, &url)
 	addStoreFlags(fs, env, &stores)
+	addMetricsFlag(fs, &metrics)
 	fs.DurationVar(&retention, "retention", 0, "how long finished batches are kept before they are removed, for example 168h, or 0 to keep them")
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
@@ -89,8 +91,12 @@ func Coordinator(env Env, name string, args []string) int {
 	}
 
 	log := newLogger(env.Stderr, level)
+	ms, err := newMetricsServer(metrics)
+	if err != nil {
+		return usageError(env, name, "%v", err)
+	}
 	var st store.Store
-	code := runService(env, name, url, log, func(connect connector) ([]part, error) {
+	code := runService(env, name, url, log, ms, func(connect connector) ([]part, error) {
 		nc, err := connect("batchq-store")
 		if err != nil {
 			return nil, err
@@ -100,7 +106,7 @@ func Coordinator(env Env, name string, args []string) int {
 		if st, err = openStore(ctx, nc, stores, log.With("service", "store")); err != nil {
 			return nil, err
 		}
-		p, err := newCoordinatorPart(connect, st, retention, log)
+		p, err := newCoordinatorPart(connect, st, retention, ms.registerer(), log)
 		if err != nil {
 			return nil, err
 		}
@@ -146,9 +152,11 @@ func runWorkers(env Env, name, usage string, args []string, build func(connector
 		level   slog.Level
 		workers workerOptions
 		queues  queueList
+		metrics string
 	)
 	addNATSFlag(fs, env, &url)
 	addWorkerFlags(fs, &workers, &queues)
+	addMetricsFlag(fs, &metrics)
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
@@ -162,18 +170,25 @@ func runWorkers(env Env, name, usage string, args []string, build func(connector
 	}
 
 	log := newLogger(env.Stderr, level)
-	return runService(env, name, url, log, func(connect connector) ([]part, error) {
+	ms, err := newMetricsServer(metrics)
+	if err != nil {
+		return usageError(env, name, "%v", err)
+	}
+	workers.metrics = ms.registerer()
+	return runService(env, name, url, log, ms, func(connect connector) ([]part, error) {
 		return build(connect, workers, log)
 	})
 }
 
 // runService connects to the NATS server at url, builds the parts and runs
-// them until a signal or a failed part stops them all.
-func runService(env Env, name, url string, log *slog.Logger, build func(connector) ([]part, error)) int {
+// them, with the metrics server when ms is set, until a signal or a failed
+// part stops them all.
+func runService(env Env, name, url string, log *slog.Logger, ms *metricsServer, build func(connector) ([]part, error)) int {
 	dialer := &natsDialer{url: url, log: log}
 	defer dialer.close()
 	parts, err := build(dialer.connect)
 	if err != nil {
+		ms.close()
 		return failure(env, name, err)
 	}
 
@@ -181,6 +196,10 @@ func runService(env Env, name, url string, log *slog.Logger, build func(connecto
 	addStopActors(&g, env)
 	for _, p := range parts {
 		addPart(&g, p)
+	}
+	if ms != nil {
+		log.Info("serving metrics", "url", "http://"+ms.listener.Addr().String()+"/metrics")
+		addPart(&g, ms.part())
 	}
 	return logStop(env, log, g.Run())
 }

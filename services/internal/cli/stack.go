@@ -56,7 +56,7 @@ func (s *stack) build(ctx context.Context, o stackOptions) error {
 	if s.store, err = openStore(ctx, nc, o.stores, o.log.With("service", "store")); err != nil {
 		return err
 	}
-	coordinator, err := newCoordinatorPart(s.connect, s.store, o.retention, o.log)
+	coordinator, err := newCoordinatorPart(s.connect, s.store, o.retention, o.workers.metrics, o.log)
 	if err != nil {
 		return err
 	}
