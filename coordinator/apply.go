@@ -158,6 +158,17 @@ func stale(j *store.Job, attempt int) bool {
 	return j.Status.Final() || attempt < j.Attempt
 }
 
+// unstarted reports, and rejects o for, an outcome of a chain step whose
+// work was never published: no executor can have run it, and applying it
+// would let the chain skip a step.
+func unstarted(o *op, b *store.Batch, j *store.Job) bool {
+	if b.Type != events.Chain || j.Role != events.RoleJob || j.Status != events.JobStatusPending {
+		return false
+	}
+	o.setReject(fmt.Sprintf("step %s of chain %s has not started, so it cannot have an outcome", j.ID, b.ID))
+	return true
+}
+
 func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
 	b, err := a.batch(o)
 	if b == nil || err != nil {
@@ -167,7 +178,7 @@ func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
 	if j == nil || err != nil {
 		return err
 	}
-	if stale(j, d.Attempt) {
+	if stale(j, d.Attempt) || unstarted(o, b, j) {
 		return nil
 	}
 	if d.Added > 0 {
@@ -235,7 +246,7 @@ func (a *applier) jobFailed(o *op, d *events.JobFailed) error {
 	if j == nil || err != nil {
 		return err
 	}
-	if stale(j, d.Attempt) {
+	if stale(j, d.Attempt) || unstarted(o, b, j) {
 		return nil
 	}
 	if err := a.failJob(b, j, d.Attempt, d.Error); err != nil {
@@ -292,7 +303,7 @@ func (a *applier) jobRetrying(o *op, d *events.JobRetrying) error {
 	if j == nil || err != nil {
 		return err
 	}
-	if stale(j, d.Attempt) {
+	if stale(j, d.Attempt) || unstarted(o, b, j) {
 		return nil
 	}
 	j.Status = events.JobStatusRetrying
@@ -311,7 +322,7 @@ func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
 	if j == nil || err != nil {
 		return err
 	}
-	if stale(j, d.Attempt) {
+	if stale(j, d.Attempt) || unstarted(o, b, j) {
 		return nil
 	}
 	j.Status = events.JobStatusSkipped

@@ -342,3 +342,43 @@ func TestUnknownJobFailsBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestOutcomeForUnstartedStepRejected publishes a completion for a chain
+// step that never started: it is rejected, and the chain runs every step.
+func TestOutcomeForUnstartedStepRejected(t *testing.T) {
+	e := kvEnv(t)
+	e.startCoordinator(nil)
+	g := newGate()
+	rec := &recorder{}
+	e.startExecutor("default", map[string]executor.Handler{
+		"first": g.handler(),
+		"next":  rec.record(nil),
+	}, nil)
+	id, err := e.client.NewChain(batchq.Jobs("first", "next")...).Dispatch(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the chain to run", func() bool {
+		b, err := e.client.Batch(e.ctx(), id)
+		return err == nil && b.Status == batchq.StatusRunning
+	})
+	enc := events.Encoder{Source: "test"}
+	msg, err := enc.Encode(events.TypeJobCompleted, events.EventSubject("default", id, events.TypeJobCompleted),
+		"forged", events.Route{BatchID: id}, events.JobCompleted{BatchID: id, JobID: "1", Role: events.RoleJob, Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(e.nc)
+	if _, err := js.PublishMsg(e.ctx(), msg.NATS()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the forged outcome to be rejected", func() bool {
+		r, err := e.client.RejectedEvents(e.ctx(), 10)
+		return err == nil && len(r) == 1 && strings.Contains(r[0].Reason, "has not started")
+	})
+	g.release(0)
+	info := e.wait(id)
+	if info.Status != batchq.StatusCompleted || info.Completed != 2 || len(rec.named("next")) != 1 {
+		t.Errorf("chain = %+v, step 2 ran %d times", info, len(rec.named("next")))
+	}
+}
