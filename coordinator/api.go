@@ -48,7 +48,7 @@ func (c *Coordinator) startAPI() (micro.Service, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 			defer cancel()
 			if err := r.RespondJSON(handle(ctx, r.Data())); err != nil {
-				c.log.Warn("answer API request", "subject", r.Subject(), "error", err)
+				c.log.Warn("respond to API request", "subject", r.Subject(), "error", err)
 			}
 		}), micro.WithEndpointSubject(e.subject))
 		if err != nil {
@@ -67,7 +67,7 @@ func apiError(err error) *events.APIError {
 	case errors.Is(err, store.ErrNotFound):
 		return &events.APIError{Code: events.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &events.APIError{Code: events.CodeUnavailable, Message: "the store did not answer in time: " + err.Error()}
+		return &events.APIError{Code: events.CodeUnavailable, Message: "the store did not respond in time: " + err.Error()}
 	default:
 		return &events.APIError{Code: events.CodeInternalError, Message: err.Error()}
 	}

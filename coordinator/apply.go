@@ -342,9 +342,10 @@ func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
 }
 
 // countFinal counts a job's final outcome in counter. Cancelling a parallel
-// batch counts its undispatched jobs as skipped at once; when a dispatcher
-// had published such a job before it could record that, the job's own
-// outcome replaces that count, so the counters never exceed the total.
+// batch counts its undispatched jobs as skipped at once. A dispatcher may
+// have published such a job before it could record that, and then the
+// job's own outcome replaces the skip, so the counters never exceed the
+// total.
 func countFinal(b *store.Batch, j *store.Job, counter *int) {
 	if b.Cancelled && b.Type == events.Parallel && j.Position >= b.Dispatched {
 		b.Skipped--

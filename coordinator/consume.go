@@ -11,7 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// verdict is what happens to an event's message after its group is applied.
+// verdict is the settlement of an event's message after its group is
+// applied.
 type verdict int
 
 const (

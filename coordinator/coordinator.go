@@ -69,8 +69,8 @@ type Config struct {
 	// SweepInterval is how often the outbox and undispatched batches are
 	// checked for work a crash left behind. Default 2s.
 	SweepInterval time.Duration
-	// OutboxAge is how old an outbox message must be before the sweeper
-	// republishes it; younger ones belong to an update still publishing.
+	// OutboxAge is the age an outbox message reaches before the sweeper
+	// republishes it. Younger ones belong to an update still publishing.
 	// Default 5s.
 	OutboxAge time.Duration
 	// DispatchChunk is how many jobs of a parallel batch are published per

@@ -83,7 +83,7 @@ func (c *Coordinator) publishDirect(ctx context.Context, msgs []events.Message) 
 		return
 	}
 	if n, err := c.publish(ctx, msgs); err != nil && ctx.Err() == nil {
-		c.log.Warn("publish answers about unknown batches", "published", n, "total", len(msgs), "error", err)
+		c.log.Warn("publish replies about unknown batches", "published", n, "total", len(msgs), "error", err)
 	}
 }
 

@@ -1,10 +1,10 @@
 // Package executor runs the jobs of one batchq queue.
 //
 // Register a handler per job name with Handle, then Run. The executor pulls
-// no more work messages than it can run at once, reports each outcome to the
-// coordinator before it acknowledges the message, retries failed attempts
-// with exponential backoff through the work stream (so retries survive a
-// restart), and bounds each attempt with a timeout. A panic in a handler
+// no more work messages than it can run at once. It reports each outcome to
+// the coordinator before it acknowledges the message. Failed attempts are
+// retried with exponential backoff through the work stream, so retries
+// survive a restart. A timeout bounds each attempt, and a panic in a handler
 // fails the attempt like an error does.
 package executor
 
@@ -73,8 +73,8 @@ type Config struct {
 	// MaxAttempts is how often a job runs before it fails for good, when
 	// neither the job nor its batch sets it. Default 3.
 	MaxAttempts int
-	// UnknownJobAttempts bounds the attempts of a job that no handler here
-	// knows, so that a deploy that adds the handler can still pick it up.
+	// UnknownJobAttempts bounds the attempts of a job whose name has no
+	// handler here, so that a deploy that adds the handler can still run it.
 	// Default 3.
 	UnknownJobAttempts int
 	// MinBackoff and MaxBackoff bound the delay before a retry, which

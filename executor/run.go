@@ -135,7 +135,7 @@ func (e *Executor) workName() string {
 }
 
 // acquire waits for one free slot and takes every other free one, so that a
-// fetch never asks for more messages than can run at once. It returns 0
+// fetch never requests more messages than can run at once. It returns 0
 // when ctx ends first.
 func (e *Executor) acquire(ctx context.Context, slots chan struct{}) int {
 	select {
