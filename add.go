@@ -3,6 +3,7 @@ package batchq
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/internal/addition"
@@ -22,7 +23,7 @@ func (c *Client) AddJobs(ctx context.Context, batchID string, jobs ...Job) ([]st
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	b, err := c.Batch(ctx, batchID)
+	b, err := c.storedBatch(ctx, batchID)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +46,25 @@ func (c *Client) AddJobs(ctx context.Context, batchID string, jobs ...Job) ([]st
 		return nil, fmt.Errorf("batchq: %w", err)
 	}
 	return AnswerIDs(ans)
+}
+
+// storedBatch returns a batch once the coordinator has stored it. A batch
+// read as pending right after Dispatch is read again with a growing pause,
+// so an addition never reaches the coordinator before its batch.
+func (c *Client) storedBatch(ctx context.Context, id string) (*BatchInfo, error) {
+	pause := 10 * time.Millisecond
+	for {
+		b, err := c.Batch(ctx, id)
+		if err != nil || b.Status != StatusPending {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("batchq: batch %s is still pending: %w", id, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
 
 // AddSpecs drops empty entries from jobs and encodes the rest for a

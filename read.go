@@ -111,10 +111,10 @@ func (c *Client) JobResult(ctx context.Context, batchID, jobID string) (*JobInfo
 // EachResult calls fn for every job of a batch in position order, reading
 // one page at a time, and stops at the first error fn returns.
 func (c *Client) EachResult(ctx context.Context, id string, fn func(JobInfo) error) error {
-	after := -1
+	from := 0
 	for {
 		var reply events.ResultsReply
-		if err := c.request(ctx, events.APIBatchResults, events.ResultsRequest{BatchID: id, After: after}, &reply); err != nil {
+		if err := c.request(ctx, events.APIBatchResults, events.ResultsRequest{BatchID: id, From: from}, &reply); err != nil {
 			return err
 		}
 		if err := apiErr(reply.Error, ErrBatchNotFound); err != nil {
@@ -124,7 +124,7 @@ func (c *Client) EachResult(ctx context.Context, id string, fn func(JobInfo) err
 			if err := fn(j); err != nil {
 				return err
 			}
-			after = j.Position
+			from = j.Position + 1
 		}
 		if !reply.More || len(reply.Jobs) == 0 {
 			return nil

@@ -166,7 +166,10 @@ func (c *Coordinator) handleResults(ctx context.Context, data []byte) any {
 	if err != nil {
 		return events.ResultsReply{Error: apiError(err)}
 	}
-	jobs, err := c.store.Jobs(ctx, req.BatchID, req.After, req.Limit)
+	if req.From < 0 {
+		return events.ResultsReply{Error: invalidRequest(fmt.Errorf("from %d is negative; give 0 for the first page", req.From))}
+	}
+	jobs, err := c.store.Jobs(ctx, req.BatchID, req.From-1, req.Limit)
 	if err != nil {
 		return events.ResultsReply{Error: apiError(err)}
 	}

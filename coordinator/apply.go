@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -152,6 +154,26 @@ func (a *applier) submitted(o *op, d *events.BatchSubmitted) error {
 	return nil
 }
 
+// jsonObject reports whether raw is empty, JSON null or a JSON object: the
+// forms a chain step may leave as its context.
+func jsonObject(raw json.RawMessage) bool {
+	trimmed := bytes.TrimSpace(raw)
+	return len(trimmed) == 0 || trimmed[0] == '{' || bytes.Equal(trimmed, []byte("null"))
+}
+
+// nextContext returns the context a chain step leaves: the one it reported,
+// with JSON null meaning an empty context, or the stored one when it
+// reported none.
+func nextContext(stored, reported json.RawMessage) json.RawMessage {
+	switch {
+	case reported == nil:
+		return stored
+	case bytes.Equal(bytes.TrimSpace(reported), []byte("null")):
+		return nil
+	}
+	return reported
+}
+
 // stale reports whether an outcome of attempt for job j changes nothing:
 // the job has finished, or a later attempt has already reported.
 func stale(j *store.Job, attempt int) bool {
@@ -181,6 +203,15 @@ func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
 	if stale(j, d.Attempt) || unstarted(o, b, j) {
 		return nil
 	}
+	if b.Type == events.Chain && j.Role == events.RoleJob && !jsonObject(d.Context) {
+		// The next step could not read such a context, so the step fails.
+		msg := fmt.Sprintf("the step left a context that is not a JSON object (%.40s); a context must be an object", d.Context)
+		if err := a.failJob(b, j, d.Attempt, msg); err != nil {
+			return err
+		}
+		a.tx.SaveBatch(b)
+		return nil
+	}
 	if d.Added > 0 {
 		ids := make([]string, d.Added)
 		for i := range ids {
@@ -208,9 +239,7 @@ func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
 	countFinal(b, j, &b.Completed)
 	if b.Status == events.StatusRunning {
 		if b.Type == events.Chain {
-			if d.Context != nil {
-				b.Context = d.Context
-			}
+			b.Context = nextContext(b.Context, d.Context)
 			if err := a.nextStep(b, j); err != nil {
 				return err
 			}

@@ -2,15 +2,19 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/batchq/batchq"
+	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/executor"
 	"github.com/batchq/batchq/store"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestChainOrderOneInFlight(t *testing.T) {
@@ -133,4 +137,58 @@ func TestChainStopsAtFailure(t *testing.T) {
 			t.Errorf("ran %s; a permanent error must not retry and step c must not run", got)
 		}
 	})
+}
+
+// TestChainContextFromOtherExecutors applies completions that an executor
+// in another language might send: JSON null clears the context, and a
+// value that is not an object fails the step.
+func TestChainContextFromOtherExecutors(t *testing.T) {
+	e := kvEnv(t)
+	e.startCoordinator(nil)
+	g := newGate()
+	rec := &recorder{}
+	e.startExecutor("default", map[string]executor.Handler{"held": g.handler(), "next": rec.record(nil)}, nil)
+	js, _ := jetstream.New(e.nc)
+	complete := func(id, context string) {
+		t.Helper()
+		enc := events.Encoder{Source: "other-executor"}
+		msg, err := enc.Encode(events.TypeJobCompleted, events.EventSubject("default", id, events.TypeJobCompleted),
+			id+":0:done", events.Route{BatchID: id, JobID: "0"},
+			events.JobCompleted{BatchID: id, JobID: "0", Role: events.RoleJob, Attempt: 1, Context: json.RawMessage(context)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishMsg(e.ctx(), msg.NATS()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() string {
+		t.Helper()
+		id, err := e.client.NewChain(batchq.Jobs("held", "next")...).Context(map[string]int{"k": 1}).Dispatch(e.ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "step 0 to be queued", func() bool {
+			j, err := e.client.JobResult(e.ctx(), id, "0")
+			return err == nil && j.Status == events.JobStatusQueued
+		})
+		return id
+	}
+
+	cleared := start()
+	complete(cleared, "null")
+	if info := e.wait(cleared); info.Status != batchq.StatusCompleted {
+		t.Fatalf("chain after a null context = %+v", info)
+	}
+	if calls := rec.named("next"); len(calls) != 1 || len(calls[0].input) != 0 {
+		t.Errorf("step 2 saw %+v, want an empty context", calls)
+	}
+
+	broken := start()
+	complete(broken, "[1,2]")
+	info := e.wait(broken)
+	if info.Status != batchq.StatusFailed || !strings.Contains(info.Error, "not a JSON object") {
+		t.Errorf("chain after an array context = %+v", info)
+	}
+	g.release(0)
 }

@@ -397,6 +397,8 @@ func (c *Coordinator) stageChunks(ctx context.Context, ops []*op) {
 		switch {
 		case errors.Is(err, store.ErrInvalidJobs):
 			o.setReject(err.Error())
+		case errors.Is(err, store.ErrExists):
+			o.setReject(fmt.Sprintf("batch %s already exists with other jobs; give each batch a new id: %v", o.batchID, err))
 		case err != nil:
 			c.log.Error("stage jobs failed, retrying later", "batch_id", o.batchID, "chunk", chunk, "error", err)
 			o.setRetry(err.Error())

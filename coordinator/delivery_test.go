@@ -301,3 +301,67 @@ func TestDeliveryLimitFailsJob(t *testing.T) {
 		return err == nil && info.State.Msgs == 0
 	})
 }
+
+// TestRetriesWithinDeliveryLimit runs a job that fails twice with
+// MaxDeliver 2: the deliveries that wait out retry delays do not count, so
+// the third attempt runs and completes.
+func TestRetriesWithinDeliveryLimit(t *testing.T) {
+	e := kvEnv(t)
+	e.startCoordinator(nil)
+	var runs atomic.Int32
+	e.startExecutor("default", map[string]executor.Handler{
+		"flaky": func(ctx context.Context, j *executor.Job) error {
+			runs.Add(1)
+			if j.Attempt() < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		},
+	}, func(c *executor.Config) {
+		c.MaxDeliver = 2
+		c.MinBackoff, c.MaxBackoff = 200*time.Millisecond, 200*time.Millisecond
+	})
+	id, err := e.client.NewBatch(batchq.Jobs("flaky")...).MaxAttempts(3).Dispatch(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := e.wait(id)
+	if info.Status != batchq.StatusCompleted || runs.Load() != 3 {
+		t.Errorf("batch %+v after %d runs, want completed after 3", info, runs.Load())
+	}
+}
+
+// TestUndecodableWorkFailsJob publishes a work message whose envelope names
+// its job but whose data is invalid: the job fails with the reason, and its
+// batch settles instead of waiting forever.
+func TestUndecodableWorkFailsJob(t *testing.T) {
+	e := kvEnv(t)
+	e.startCoordinator(nil)
+	g := newGate()
+	e.startExecutor("default", map[string]executor.Handler{"held": g.handler()}, nil)
+	id, err := e.client.NewBatch(batchq.Jobs("held")...).Dispatch(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the batch to run", func() bool {
+		b, err := e.client.Batch(e.ctx(), id)
+		return err == nil && b.Status == batchq.StatusRunning
+	})
+	// A second attempt of job 0 whose data lacks the job name.
+	enc := events.Encoder{Source: "test"}
+	msg, err := enc.Encode(events.TypeJobQueued, events.WorkSubject("default", id), "broken-work",
+		events.Route{BatchID: id, JobID: "0", Queue: "default", Attempt: 2},
+		map[string]any{"batch_id": id, "job_id": "0", "role": "job", "attempt": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(e.nc)
+	if _, err := js.PublishMsg(e.ctx(), msg.NATS()); err != nil {
+		t.Fatal(err)
+	}
+	info := e.wait(id)
+	if info.Status != batchq.StatusFailed || !strings.Contains(info.Error, "invalid work message") {
+		t.Errorf("batch = %+v", info)
+	}
+	g.release(0)
+}

@@ -47,10 +47,10 @@ type BatchReply struct {
 }
 
 // ResultsRequest asks for one page of a batch's jobs, in position order,
-// starting after position After (use -1 for the first page).
+// starting at position From (0, the default, for the first page).
 type ResultsRequest struct {
 	BatchID string `json:"batch_id"`
-	After   int    `json:"after"`
+	From    int    `json:"from"`
 	Limit   int    `json:"limit"`
 }
 

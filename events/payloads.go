@@ -176,8 +176,8 @@ type JobCompleted struct {
 	// holds this completion back until all of them are applied.
 	Added int `json:"added,omitempty"`
 	// Deliveries counts how often the work message was delivered for this
-	// attempt; more than one means an executor crashed or timed out before
-	// acknowledging it.
+	// attempt. More than one means an executor crashed or stalled before
+	// acknowledging it, or the attempt first waited out its retry delay.
 	Deliveries int   `json:"deliveries"`
 	DurationMS int64 `json:"duration_ms"`
 }

@@ -37,8 +37,9 @@ func EventFilter(t Type) string {
 	return EventsPrefix + ".*.*." + t.Name()
 }
 
-// BatchEventsFilter returns the subject filter that matches every lifecycle
-// event (batch.*) of one batch, on any queue.
+// BatchEventsFilter returns the subject filter that matches every batch.*
+// event of one batch on any queue: the lifecycle events, and also the
+// batch.jobs and batch.submitted events of its dispatch.
 func BatchEventsFilter(batchID string) string {
 	return EventsPrefix + ".*." + batchID + ".batch.*"
 }

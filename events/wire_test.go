@@ -801,7 +801,7 @@ func TestWireContract(t *testing.T) {
 
 	t.Run("results and jobs through the API", func(t *testing.T) {
 		var page1 resultsReply
-		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": parallelID, "after": -1, "limit": 2}, &page1); err != nil {
+		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": parallelID, "limit": 2}, &page1); err != nil {
 			t.Fatal(err)
 		}
 		if page1.Error != nil {
@@ -811,8 +811,8 @@ func TestWireContract(t *testing.T) {
 			t.Fatalf("first page has %d jobs and more=%v, want 2 and true", len(page1.Jobs), page1.More)
 		}
 		var page2 resultsReply
-		after := page1.Jobs[len(page1.Jobs)-1].Position
-		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": parallelID, "after": after, "limit": 2}, &page2); err != nil {
+		from := page1.Jobs[len(page1.Jobs)-1].Position + 1
+		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": parallelID, "from": from, "limit": 2}, &page2); err != nil {
 			t.Fatal(err)
 		}
 		if len(page2.Jobs) != 1 || page2.More {
@@ -888,7 +888,7 @@ func TestWireContract(t *testing.T) {
 			t.Errorf("pending chain has total %d, want 2", pending.Batch.Total)
 		}
 		var pendingResults resultsReply
-		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": chainID, "after": -1}, &pendingResults); err != nil {
+		if err := request(ctx, nc, "batchq.api.batch.results", map[string]any{"batch_id": chainID}, &pendingResults); err != nil {
 			t.Fatal(err)
 		}
 		if pendingResults.Error == nil || pendingResults.Error.Code != "not_found" {

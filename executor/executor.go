@@ -83,10 +83,10 @@ type Config struct {
 	// Timeout bounds an attempt when neither the job nor its batch sets a
 	// timeout. Default 30 minutes.
 	Timeout time.Duration
-	// MaxDeliver bounds how often the server delivers one work message. A
+	// MaxDeliver bounds how often one work message is delivered to run. A
 	// message that reaches it without an outcome, because executors crashed
-	// while running it, fails its job. A retry delay uses one delivery.
-	// Default 10.
+	// while running it, fails its job. The delivery that waits out a retry
+	// delay does not count. Default 10.
 	MaxDeliver int
 	// DrainTimeout is how long Run waits for running jobs after ctx ends;
 	// jobs still running then are cancelled and left for redelivery.
@@ -162,8 +162,8 @@ func (c *Config) validate() error {
 	if c.MinBackoff > c.MaxBackoff {
 		return fmt.Errorf("executor: MinBackoff %s is above MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
 	}
-	if c.MaxDeliver < 2 {
-		return fmt.Errorf("executor: MaxDeliver %d is below 2; a retry delay alone uses one delivery", c.MaxDeliver)
+	if c.MaxDeliver < 1 {
+		return fmt.Errorf("executor: MaxDeliver %d is below 1; a message must be delivered at least once", c.MaxDeliver)
 	}
 	return nil
 }

@@ -165,12 +165,15 @@ func (j *Job) loadContext() error {
 	if j.ctx != nil || j.ctxErr != nil {
 		return j.ctxErr
 	}
-	j.ctx = map[string]json.RawMessage{}
 	raw := j.w.context()
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &j.ctx); err != nil {
 			j.ctxErr = fmt.Errorf("executor: the context of batch %s is not a JSON object: %w", j.BatchID(), err)
 		}
+	}
+	if j.ctx == nil {
+		// Also for a context of JSON null, which decodes to a nil map.
+		j.ctx = map[string]json.RawMessage{}
 	}
 	return j.ctxErr
 }

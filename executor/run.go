@@ -2,10 +2,12 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -181,7 +183,9 @@ func (e *Executor) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       e.cfg.AckWait,
-		MaxDeliver:    e.cfg.MaxDeliver,
+		// One more than MaxDeliver, for the delivery of a retry that
+		// arrives before its not_before time and waits.
+		MaxDeliver:    e.cfg.MaxDeliver + 1,
 		MaxAckPending: -1,
 	})
 	if err != nil {
@@ -198,8 +202,7 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 	}
 	w, err := decodeWork(e.cfg.Work, msg.Subject(), msg.Data(), deliveries)
 	if err != nil {
-		e.log.Error("invalid work message terminated", "subject", msg.Subject(), "error", err)
-		_ = msg.TermWithReason("invalid work message: " + err.Error())
+		e.rejectWork(msg, err)
 		return
 	}
 	log := e.log.With("batch_id", w.batchID(), "job_id", w.jobID(), "name", w.name(), "attempt", w.attempt())
@@ -216,7 +219,7 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 		e.finish(msg, w, log, e.skipped(w, "batch cancelled before the job started"))
 		return
 	}
-	if deliveries >= e.cfg.MaxDeliver {
+	if deliveries >= e.deliveryLimit(w) {
 		err := fmt.Errorf("the work message was delivered %d times without an outcome; executors crashed or stalled while running it", deliveries)
 		log.Error("job failed: delivery limit reached", "deliveries", deliveries)
 		e.metrics.outcome("failed")
@@ -277,6 +280,58 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 	log.Info("job attempt failed, retrying", "reason", reason, "error", runErr)
 	e.metrics.outcome("retried")
 	e.finish(msg, w, log, e.retry(w, runErr, reason))
+}
+
+// rejectWork terminates a work message that cannot be decoded. When its
+// envelope names the batch, job and attempt, the job fails with the reason,
+// so that its batch still settles; otherwise only the log shows it.
+func (e *Executor) rejectWork(msg jetstream.Msg, decodeErr error) {
+	log := e.log.With("subject", msg.Subject())
+	env, err := events.Decode(msg.Data())
+	attempt, convErr := strconv.Atoi(extension(msg.Data(), events.ExtAttempt))
+	if err != nil || env.BatchID == "" || env.JobID == "" || env.Queue == "" || convErr != nil || attempt < 1 {
+		log.Error("invalid work message terminated; its job gets no outcome", "error", decodeErr)
+		_ = msg.TermWithReason("invalid work message: " + decodeErr.Error())
+		return
+	}
+	log = log.With("batch_id", env.BatchID, "job_id", env.JobID, "attempt", attempt)
+	log.Error("invalid work message, failing its job", "error", decodeErr)
+	w := &work{kind: e.cfg.Work, subject: msg.Subject()}
+	if w.kind == Compensations {
+		w.comp = events.CompensationQueued{BatchID: env.BatchID, JobID: env.JobID, Queue: env.Queue, Attempt: attempt}
+	} else {
+		w.job = events.JobQueued{BatchID: env.BatchID, JobID: env.JobID, Queue: env.Queue, Attempt: attempt, Role: events.RoleJob}
+		if strings.HasPrefix(env.JobID, "on_") {
+			w.job.Role = events.RoleCallback
+		}
+	}
+	e.metrics.outcome("failed")
+	e.finish(msg, w, log, e.failed(w, fmt.Errorf("invalid work message: %w", decodeErr), events.ReasonInvalidMessage))
+}
+
+// extension reads one CloudEvents extension attribute of a structured
+// event as text, or "" when it is missing.
+func extension(data []byte, name string) string {
+	var attrs map[string]json.RawMessage
+	if json.Unmarshal(data, &attrs) != nil {
+		return ""
+	}
+	raw := attrs[name]
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
+// deliveryLimit is the delivery at which a message counts as abandoned:
+// MaxDeliver, plus one for a retry whose first delivery may have waited out
+// its not_before time instead of running.
+func (e *Executor) deliveryLimit(w *work) int {
+	if w.notBefore() != nil {
+		return e.cfg.MaxDeliver + 1
+	}
+	return e.cfg.MaxDeliver
 }
 
 // panicError is a recovered panic with its stack.

@@ -97,7 +97,10 @@ func (b *Batch) Info() events.BatchInfo {
 // Job is the stored state of a job or a callback.
 type Job struct {
 	BatchID string
-	ID      string
+	// ID is the position in decimal for jobs, and a callback id such as
+	// "on_complete" for callbacks. Stores reject jobs whose id differs from
+	// their position.
+	ID string
 	// Position orders the jobs of a batch; callbacks have -1.
 	Position     int
 	Role         events.Role

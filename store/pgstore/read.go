@@ -85,8 +85,8 @@ func validateChunk(batchID string, chunk int, jobs []*store.Job) (*jobArrays, er
 		case j.Position != first+i:
 			return nil, fmt.Errorf("%w: chunk %d of batch %s has job %q at position %d, expected position %d",
 				store.ErrInvalidJobs, chunk, batchID, j.ID, j.Position, first+i)
-		case j.ID == "":
-			return nil, fmt.Errorf("%w: chunk %d of batch %s has a job without an id at position %d", store.ErrInvalidJobs, chunk, batchID, j.Position)
+		case j.ID != strconv.Itoa(j.Position):
+			return nil, fmt.Errorf("%w: chunk %d of batch %s has job id %q at position %d; a job's id is its position in decimal", store.ErrInvalidJobs, chunk, batchID, j.ID, j.Position)
 		case seen[j.ID]:
 			return nil, fmt.Errorf("%w: chunk %d of batch %s has job id %q twice", store.ErrInvalidJobs, chunk, batchID, j.ID)
 		case j.Role != events.RoleJob && j.Role != "":

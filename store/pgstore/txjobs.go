@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/batchq/batchq/events"
@@ -246,6 +247,9 @@ func validateInsert(bs *batchState, batchID string, jobs []*store.Job) (*jobArra
 		case events.RoleJob:
 			if want := bs.jobEnd + count; j.Position != want {
 				return nil, 0, fmt.Errorf("%w: added job %q of batch %s has position %d, expected %d", store.ErrInvalidJobs, j.ID, batchID, j.Position, want)
+			}
+			if j.ID != strconv.Itoa(j.Position) {
+				return nil, 0, fmt.Errorf("%w: added job %q of batch %s has position %d; a job's id is its position in decimal", store.ErrInvalidJobs, j.ID, batchID, j.Position)
 			}
 			count++
 		default:

@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		{"CreateTwice", testCreateTwice},
 		{"CreateWithGap", testCreateWithGap},
 		{"StageTwice", testStageTwice},
+		{"StageWrongID", testStageWrongID},
 		{"UpdateCommits", testUpdateCommits},
 		{"UpdateErrorRollsBack", testUpdateErrorRollsBack},
 		{"ReadOwnWrites", testReadOwnWrites},
@@ -230,6 +231,16 @@ func testCreateWithGap(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Batch(ctx, id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("batch exists after a failed create: %v", err)
+	}
+}
+
+func testStageWrongID(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	id := newID("wrongid")
+	jobs := specJobs(id, 0, 2)
+	jobs[1].ID = "x"
+	if err := s.StageJobs(ctx, id, 0, jobs); !errors.Is(err, store.ErrInvalidJobs) {
+		t.Errorf("StageJobs with id %q at position 1: %v, want ErrInvalidJobs", "x", err)
 	}
 }
 

@@ -430,8 +430,15 @@ func testServices(t *testing.T, storeArgs []string) {
 		executorMetrics:    {`batchq_executor_attempts_total{outcome="completed",queue="default",work="jobs"}`, "batchq_executor_attempt_seconds_bucket"},
 	}
 	for addr, wants := range scrapes {
-		body := scrape(t, addr)
+		// The coordinator counts a message once the stream has stored it,
+		// which may be just after a client saw it.
+		deadline := time.Now().Add(10 * time.Second)
 		for _, want := range wants {
+			body := scrape(t, addr)
+			for !strings.Contains(body, want) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+				body = scrape(t, addr)
+			}
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics at %s lack %s", addr, want)
 			}
