@@ -76,7 +76,12 @@ type env struct {
 
 func newEnv(t testing.TB, open func(testing.TB, *nats.Conn) store.Store) *env {
 	t.Helper()
-	srv := natstest.Start(t)
+	return newEnvOn(t, natstest.Start(t), open)
+}
+
+// newEnvOn is newEnv on a server the test started.
+func newEnvOn(t testing.TB, srv *server.Server, open func(testing.TB, *nats.Conn) store.Store) *env {
+	t.Helper()
 	nc := natstest.Connect(t, srv)
 	client, err := batchq.NewClient(nc, batchq.Config{Queues: map[string]string{"reports": "slow"}})
 	if err != nil {

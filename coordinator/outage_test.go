@@ -12,6 +12,7 @@ import (
 
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/executor"
+	"github.com/batchq/batchq/internal/natstest"
 	"github.com/batchq/batchq/internal/pgtest"
 	"github.com/batchq/batchq/store"
 	"github.com/batchq/batchq/store/pgstore"
@@ -149,6 +150,50 @@ func TestPostgresOutage(t *testing.T) {
 	info := e.wait(id)
 	if info.Status != batchq.StatusCompleted || info.Completed != 2 {
 		t.Errorf("batch after the outage = %+v", info)
+	}
+	eventually(t, "the callback", func() bool { return len(rec.named("done")) == 1 })
+	time.Sleep(settleTime)
+	if n := len(rec.named("done")); n != 1 {
+		t.Errorf("callback ran %d times, want 1", n)
+	}
+}
+
+// TestNATSRestart restarts the NATS server, with its store, while a batch
+// runs. Every part reconnects, and the batch completes with its callback
+// run once. A job may run twice, because delivery is at least once.
+func TestNATSRestart(t *testing.T) {
+	dir := t.TempDir()
+	first := natstest.StartWith(t, natstest.Options{StoreDir: dir})
+	port := first.Addr().(*net.TCPAddr).Port
+	e := newEnvOn(t, first, stores()[0].open)
+	e.startCoordinator(nil)
+	g := newGate()
+	rec := &recorder{}
+	e.startExecutor("default", map[string]executor.Handler{
+		"held": g.handler(),
+		"done": rec.record(nil),
+	}, func(c *executor.Config) { c.Concurrency = 8 })
+	id, err := e.client.NewBatch(batchq.Jobs("held", "held", "held", "held")...).OnComplete("done", nil).Dispatch(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.release(0)
+	eventually(t, "job 0 to complete", func() bool {
+		b, err := e.client.Batch(e.ctx(), id)
+		return err == nil && b.Completed == 1
+	})
+
+	first.Shutdown()
+	first.WaitForShutdown()
+	g.release(1)
+	second := natstest.StartWith(t, natstest.Options{StoreDir: dir, Port: port})
+	e.srv = second
+	g.release(2)
+	g.release(3)
+
+	info := e.wait(id)
+	if info.Status != batchq.StatusCompleted || info.Completed != 4 {
+		t.Fatalf("batch after the restart = %+v", info)
 	}
 	eventually(t, "the callback", func() bool { return len(rec.named("done")) == 1 })
 	time.Sleep(settleTime)
