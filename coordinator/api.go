@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/batchq/batchq/events"
@@ -65,12 +66,17 @@ func apiError(err error) *events.APIError {
 	case errors.As(err, &ce):
 		return &events.APIError{Code: ce.code, Message: ce.message}
 	case errors.Is(err, store.ErrNotFound):
-		return &events.APIError{Code: events.CodeNotFound, Message: err.Error()}
+		return &events.APIError{Code: events.CodeNotFound, Message: strings.TrimPrefix(err.Error(), store.ErrNotFound.Error()+": ")}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &events.APIError{Code: events.CodeUnavailable, Message: "the store did not respond in time: " + err.Error()}
 	default:
 		return &events.APIError{Code: events.CodeInternalError, Message: err.Error()}
 	}
+}
+
+// noBatch is the error for a batch id that the store does not hold.
+func noBatch(id string) error {
+	return fmt.Errorf("%w: no batch has id %q; check the id, and note that retention removes finished batches", store.ErrNotFound, id)
 }
 
 func invalidRequest(err error) *events.APIError {
@@ -92,11 +98,11 @@ func (c *Coordinator) handleBatch(ctx context.Context, data []byte) any {
 // batchInfo returns the read model of a batch with its callbacks.
 func (c *Coordinator) batchInfo(ctx context.Context, id string) (*events.BatchInfo, error) {
 	if err := events.ValidateID("batch_id", id); err != nil {
-		return nil, fmt.Errorf("%w: %v", store.ErrNotFound, err)
+		return nil, fmt.Errorf("%w: %v", noBatch(id), err)
 	}
 	b, err := c.store.Batch(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return c.pendingInfo(ctx, id, err)
+		return c.pendingInfo(ctx, id, noBatch(id))
 	}
 	if err != nil {
 		return nil, err
@@ -129,6 +135,15 @@ func (c *Coordinator) pendingInfo(ctx context.Context, id string, notFound error
 	if err != nil {
 		return nil, err
 	}
+	// A batch.started event means the batch was stored once, so it is
+	// missing now because retention removed it, not because it is new.
+	_, err = stream.GetLastMsgForSubject(ctx, events.EventsPrefix+".*."+id+"."+events.TypeBatchStarted.Name())
+	if err == nil {
+		return nil, notFound
+	}
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, err
+	}
 	env, err := events.Decode(msg.Data)
 	if err != nil {
 		return nil, notFound
@@ -143,13 +158,21 @@ func (c *Coordinator) pendingInfo(ctx context.Context, id string, notFound error
 	}, nil
 }
 
-// jobInfo returns the read model of a job. A parallel job whose work was
-// published shows as queued although the store keeps it as pending, because
-// the dispatcher does not write one row per job.
+// jobInfo returns the read model of a job. The store keeps some jobs as
+// pending that are not: a parallel job whose work was published shows as
+// queued, because the dispatcher does not write one row per job, and a job
+// that can no longer run because its batch stopped shows as skipped, as the
+// batch counts it.
 func jobInfo(b *store.Batch, j *store.Job) events.JobInfo {
 	info := j.Info()
-	if b != nil && b.Type == events.Parallel && j.Status == events.JobStatusPending && j.Position < b.Dispatched {
+	if j.Status != events.JobStatusPending || j.Role != events.RoleJob {
+		return info
+	}
+	switch {
+	case b.Type == events.Parallel && j.Position < b.Dispatched:
 		info.Status = events.JobStatusQueued
+	case b.Status != events.StatusRunning:
+		info.Status = events.JobStatusSkipped
 	}
 	return info
 }
@@ -163,6 +186,9 @@ func (c *Coordinator) handleResults(ctx context.Context, data []byte) any {
 		req.Limit = maxResultsPage
 	}
 	b, err := c.store.Batch(ctx, req.BatchID)
+	if errors.Is(err, store.ErrNotFound) {
+		err = noBatch(req.BatchID)
+	}
 	if err != nil {
 		return events.ResultsReply{Error: apiError(err)}
 	}
@@ -197,10 +223,16 @@ func (c *Coordinator) handleJob(ctx context.Context, data []byte) any {
 		return events.JobReply{Error: invalidRequest(err)}
 	}
 	b, err := c.store.Batch(ctx, req.BatchID)
+	if errors.Is(err, store.ErrNotFound) {
+		err = noBatch(req.BatchID)
+	}
 	if err != nil {
 		return events.JobReply{Error: apiError(err)}
 	}
 	j, err := c.store.Job(ctx, req.BatchID, req.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		err = fmt.Errorf("%w: batch %s has no job %q; jobs have their position as id, callbacks on_complete and on_failure", store.ErrNotFound, req.BatchID, req.JobID)
+	}
 	if err != nil {
 		return events.JobReply{Error: apiError(err)}
 	}

@@ -319,6 +319,8 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	b.Error = failure
 	if b.Type == events.Chain {
 		b.Skipped += b.Total - j.Position - 1
+	} else {
+		b.Skipped += b.Total - b.Dispatched // the dispatcher stops here
 	}
 	return a.startCompensating(b)
 }
@@ -370,13 +372,13 @@ func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
 	return nil
 }
 
-// countFinal counts a job's final outcome in counter. Cancelling a parallel
-// batch counts its undispatched jobs as skipped at once. A dispatcher may
-// have published such a job before it could record that, and then the
-// job's own outcome replaces the skip, so the counters never exceed the
-// total.
+// countFinal counts a job's final outcome in counter. A parallel batch that
+// stops running, because it failed or was cancelled, counts its undispatched
+// jobs as skipped at once. A dispatcher may have published such a job before
+// it could record that, and then the job's own outcome replaces the skip, so
+// the counters never exceed the total.
 func countFinal(b *store.Batch, j *store.Job, counter *int) {
-	if b.Cancelled && b.Type == events.Parallel && j.Position >= b.Dispatched {
+	if b.Type == events.Parallel && b.Status != events.StatusRunning && j.Position >= b.Dispatched {
 		b.Skipped--
 	}
 	*counter++

@@ -123,7 +123,9 @@ func (c *Coordinator) recordDispatched(ctx context.Context, id string, through i
 		if err != nil {
 			return err
 		}
-		if b.Dispatched >= through {
+		if b.Dispatched >= through || b.Status != events.StatusRunning {
+			// A batch that stopped running counted its undispatched jobs
+			// as skipped with the old mark, so the mark must stay.
 			return nil
 		}
 		b.Dispatched = through

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -350,5 +351,73 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		if n := s.CachedInfo().State.Msgs; n != 0 {
 			t.Errorf("events stream holds %d messages after rejected dispatches", n)
 		}
+	}
+}
+
+// TestFailFastSkipsUndispatchedJobs fails a large parallel batch at once:
+// the jobs the dispatcher never published count as skipped and read as
+// skipped, so the counts add up to the total.
+func TestFailFastSkipsUndispatchedJobs(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
+		e := newEnv(t, open)
+		e.startCoordinator(func(c *Config) { c.DispatchChunk = 10 })
+		e.startExecutor("default", map[string]executor.Handler{
+			"bad": func(context.Context, *executor.Job) error { return executor.Permanent(errors.New("no")) },
+			"ok":  func(context.Context, *executor.Job) error { time.Sleep(time.Millisecond); return nil },
+		}, func(c *executor.Config) { c.Concurrency = 1 })
+		jobs := append(batchq.Jobs("bad"), make([]batchq.Job, 2000)...)
+		for i := 1; i < len(jobs); i++ {
+			jobs[i] = batchq.Job{Name: "ok"}
+		}
+		id, err := e.client.NewBatch(jobs...).Dispatch(e.ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := e.wait(id)
+		if info.Status != batchq.StatusFailed || info.Skipped == 0 {
+			t.Fatalf("batch = %+v, want failed with undispatched jobs skipped", info)
+		}
+		var seen *batchq.BatchInfo
+		defer func() { t.Logf("last read: %+v", seen) }()
+		eventually(t, "the counts to add up", func() bool {
+			b, err := e.client.Batch(e.ctx(), id)
+			if err == nil {
+				seen = b
+			}
+			return err == nil && b.Completed+b.Failed+b.Skipped == b.Total
+		})
+		last, err := e.client.JobResult(e.ctx(), id, "2000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last.Status != events.JobStatusSkipped {
+			t.Errorf("an undispatched job reads as %s, want skipped", last.Status)
+		}
+	})
+}
+
+// TestPrunedBatchNotPending removes a finished batch by retention: reads
+// then report it as not found, not as pending.
+func TestPrunedBatchNotPending(t *testing.T) {
+	e := kvEnv(t)
+	e.startCoordinator(nil)
+	e.startExecutor("default", map[string]executor.Handler{"ok": func(context.Context, *executor.Job) error { return nil }}, nil)
+	id, err := e.client.NewBatch(batchq.Jobs("ok")...).Dispatch(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wait(id)
+	if n, err := e.store.Prune(e.ctx(), time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v", n, err)
+	}
+	_, err = e.client.Batch(e.ctx(), id)
+	if !errors.Is(err, batchq.ErrBatchNotFound) {
+		t.Fatalf("Batch of a pruned batch: %v, want ErrBatchNotFound", err)
+	}
+	if !strings.Contains(err.Error(), id) {
+		t.Errorf("error %q does not name the batch", err)
+	}
+	if _, err := e.client.Wait(e.ctx(), id); !errors.Is(err, batchq.ErrBatchNotFound) {
+		t.Errorf("Wait on a pruned batch: %v, want ErrBatchNotFound", err)
 	}
 }

@@ -82,7 +82,7 @@ func TestUsageErrors(t *testing.T) {
 		{"compensator negative drain", []string{"compensator", "--drain-timeout", "-1s"}, []string{"invalid --drain-timeout -1s"}},
 		{"coordinator empty bucket", []string{"coordinator", "--kv-bucket", ""}, []string{"--kv-bucket is empty"}},
 		{"coordinator empty schema", []string{"coordinator", "--database-url", "postgres://127.0.0.1/x", "--database-schema", ""}, []string{"--database-schema is empty"}},
-		{"prune without cutoff", []string{"prune"}, []string{"missing or invalid --older-than"}},
+		{"prune without cutoff", []string{"prune"}, []string{"missing --older-than"}},
 		{"prune negative cutoff", []string{"prune", "--older-than", "-5m"}, []string{"invalid --older-than -5m0s"}},
 		{"coordinator negative retention", []string{"coordinator", "--retention", "-1h"}, []string{"invalid --retention -1h0m0s"}},
 		{"coordinator invalid log level", []string{"coordinator", "--log-level", "loud"}, []string{"-log-level"}},

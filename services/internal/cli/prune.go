@@ -37,8 +37,11 @@ func Prune(env Env, name string, args []string) int {
 	if fs.NArg() > 0 {
 		return usageError(env, name, "unexpected argument %q; this command takes flags only", fs.Arg(0))
 	}
-	if olderThan <= 0 {
-		return usageError(env, name, "missing or invalid --older-than %s: give a positive duration such as 720h", olderThan)
+	if olderThan == 0 {
+		return usageError(env, name, "missing --older-than: give the age of the batches to remove, such as 720h")
+	}
+	if olderThan < 0 {
+		return usageError(env, name, "invalid --older-than %s: give a positive duration such as 720h", olderThan)
 	}
 	if err := stores.validate(); err != nil {
 		return usageError(env, name, "%v", err)
