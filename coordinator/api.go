@@ -102,7 +102,16 @@ func (c *Coordinator) batchInfo(ctx context.Context, id string) (*events.BatchIn
 	}
 	b, err := c.store.Batch(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return c.pendingInfo(ctx, id, noBatch(id))
+		info, pendErr := c.pendingInfo(ctx, id)
+		if !errors.Is(pendErr, errStarted) {
+			return info, pendErr
+		}
+		// The batch was stored once: it is either stored by now, when the
+		// first read raced with its creation, or removed by retention.
+		b, err = c.store.Batch(ctx, id)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, noBatch(id)
 	}
 	if err != nil {
 		return nil, err
@@ -121,9 +130,15 @@ func (c *Coordinator) batchInfo(ctx context.Context, id string) (*events.BatchIn
 	return &info, nil
 }
 
+// errStarted reports a batch whose batch.started event is in the stream, so
+// the store held it at some point.
+var errStarted = errors.New("batch was stored")
+
 // pendingInfo returns the read model of a batch whose submission is in the
-// events stream but not yet stored, or notFound when there is none.
-func (c *Coordinator) pendingInfo(ctx context.Context, id string, notFound error) (*events.BatchInfo, error) {
+// events stream but not yet stored. It returns errStarted for a batch that
+// was stored, and a not-found error when the stream holds no submission.
+func (c *Coordinator) pendingInfo(ctx context.Context, id string) (*events.BatchInfo, error) {
+	notFound := noBatch(id)
 	stream, err := c.js.Stream(ctx, events.EventsStream)
 	if err != nil {
 		return nil, err
@@ -135,11 +150,9 @@ func (c *Coordinator) pendingInfo(ctx context.Context, id string, notFound error
 	if err != nil {
 		return nil, err
 	}
-	// A batch.started event means the batch was stored once, so it is
-	// missing now because retention removed it, not because it is new.
 	_, err = stream.GetLastMsgForSubject(ctx, events.EventsPrefix+".*."+id+"."+events.TypeBatchStarted.Name())
 	if err == nil {
-		return nil, notFound
+		return nil, errStarted
 	}
 	if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, err
