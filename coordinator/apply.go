@@ -174,6 +174,24 @@ func nextContext(stored, reported json.RawMessage) json.RawMessage {
 	return reported
 }
 
+// openJob returns the batch and job that an outcome of attempt is about,
+// or a nil job when the outcome changes nothing: its batch is unknown, it is
+// stale, or it was rejected.
+func (a *applier) openJob(o *op, jobID string, attempt int) (*store.Batch, *store.Job, error) {
+	b, err := a.batch(o)
+	if b == nil || err != nil {
+		return nil, nil, err
+	}
+	j, err := a.job(o, b, jobID)
+	if j == nil || err != nil {
+		return nil, nil, err
+	}
+	if stale(j, attempt) || unstarted(o, b, j) {
+		return nil, nil, nil
+	}
+	return b, j, nil
+}
+
 // stale reports whether an outcome of attempt for job j changes nothing:
 // the job has finished, or a later attempt has already reported.
 func stale(j *store.Job, attempt int) bool {
@@ -192,16 +210,9 @@ func unstarted(o *op, b *store.Batch, j *store.Job) bool {
 }
 
 func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
-	b, err := a.batch(o)
-	if b == nil || err != nil {
-		return err
-	}
-	j, err := a.job(o, b, d.JobID)
+	b, j, err := a.openJob(o, d.JobID, d.Attempt)
 	if j == nil || err != nil {
 		return err
-	}
-	if stale(j, d.Attempt) || unstarted(o, b, j) {
-		return nil
 	}
 	if b.Type == events.Chain && j.Role == events.RoleJob && !jsonObject(d.Context) {
 		// The next step could not read such a context, so the step fails.
@@ -267,16 +278,9 @@ func (a *applier) nextStep(b *store.Batch, j *store.Job) error {
 }
 
 func (a *applier) jobFailed(o *op, d *events.JobFailed) error {
-	b, err := a.batch(o)
-	if b == nil || err != nil {
-		return err
-	}
-	j, err := a.job(o, b, d.JobID)
+	b, j, err := a.openJob(o, d.JobID, d.Attempt)
 	if j == nil || err != nil {
 		return err
-	}
-	if stale(j, d.Attempt) || unstarted(o, b, j) {
-		return nil
 	}
 	if err := a.failJob(b, j, d.Attempt, d.Error); err != nil {
 		return err
@@ -326,16 +330,9 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 }
 
 func (a *applier) jobRetrying(o *op, d *events.JobRetrying) error {
-	b, err := a.batch(o)
-	if b == nil || err != nil {
-		return err
-	}
-	j, err := a.job(o, b, d.JobID)
+	_, j, err := a.openJob(o, d.JobID, d.Attempt)
 	if j == nil || err != nil {
 		return err
-	}
-	if stale(j, d.Attempt) || unstarted(o, b, j) {
-		return nil
 	}
 	j.Status = events.JobStatusRetrying
 	j.Attempt = d.Attempt
@@ -345,16 +342,9 @@ func (a *applier) jobRetrying(o *op, d *events.JobRetrying) error {
 }
 
 func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
-	b, err := a.batch(o)
-	if b == nil || err != nil {
-		return err
-	}
-	j, err := a.job(o, b, d.JobID)
+	b, j, err := a.openJob(o, d.JobID, d.Attempt)
 	if j == nil || err != nil {
 		return err
-	}
-	if stale(j, d.Attempt) || unstarted(o, b, j) {
-		return nil
 	}
 	j.Status = events.JobStatusSkipped
 	j.Attempt = d.Attempt
