@@ -217,7 +217,7 @@ func (a *applier) jobCompleted(o *op, d *events.JobCompleted) error {
 	if b.Type == events.Chain && j.Role == events.RoleJob && !jsonObject(d.Context) {
 		// The next step could not read such a context, so the step fails.
 		msg := fmt.Sprintf("the step left a context that is not a JSON object (%.40s); a context must be an object", d.Context)
-		if err := a.failJob(b, j, d.Attempt, msg); err != nil {
+		if err := a.failJobHere(b, j, d.Attempt, msg, events.ReasonInvalidMessage); err != nil {
 			return err
 		}
 		a.tx.SaveBatch(b)
@@ -329,6 +329,23 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	return a.startCompensating(b)
 }
 
+// failJobHere fails a job for a reason the coordinator found itself, and
+// emits the job.failed event an executor would have sent, so that taps see
+// every failure. The coordinator reads that event back as a duplicate.
+func (a *applier) failJobHere(b *store.Batch, j *store.Job, attempt int, msg, reason string) error {
+	if err := a.failJob(b, j, attempt, msg); err != nil {
+		return err
+	}
+	ev, err := a.c.enc.Encode(events.TypeJobFailed, events.EventSubject(b.Queue, b.ID, events.TypeJobFailed),
+		events.JobMsgID(b.ID, j.ID, events.TypeJobFailed, attempt), events.Route{BatchID: b.ID, JobID: j.ID, Queue: b.Queue, Attempt: attempt},
+		events.JobFailed{BatchID: b.ID, JobID: j.ID, Role: j.Role, Attempt: attempt, Error: msg, Reason: reason})
+	if err != nil {
+		return err
+	}
+	a.tx.Emit(b.ID, ev)
+	return nil
+}
+
 func (a *applier) jobRetrying(o *op, d *events.JobRetrying) error {
 	_, j, err := a.openJob(o, d.JobID, d.Attempt)
 	if j == nil || err != nil {
@@ -394,7 +411,7 @@ func (a *applier) startStep(b *store.Batch, position int) error {
 	if err != nil {
 		var tooLarge *tooLargeError
 		if errors.As(err, &tooLarge) {
-			return a.failJob(b, j, 1, tooLarge.Error())
+			return a.failJobHere(b, j, 1, tooLarge.Error(), events.ReasonContextTooLarge)
 		}
 		return err
 	}

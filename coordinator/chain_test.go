@@ -185,10 +185,12 @@ func TestChainContextFromOtherExecutors(t *testing.T) {
 	}
 
 	broken := start()
+	tp := newTap(t, e.nc, events.EventsPrefix+".*."+broken+".job.failed")
 	complete(broken, "[1,2]")
 	info := e.wait(broken)
 	if info.Status != batchq.StatusFailed || !strings.Contains(info.Error, "not a JSON object") {
 		t.Errorf("chain after an array context = %+v", info)
 	}
+	eventually(t, "the job.failed event", func() bool { return tp.count("job.failed:0") == 1 })
 	g.release(0)
 }

@@ -142,7 +142,7 @@ func (c *Coordinator) recordDispatched(ctx context.Context, id string, through i
 			if sizeErr == nil {
 				continue
 			}
-			if err := a.failJob(b, j, 1, sizeErr.Error()); err != nil {
+			if err := a.failJobHere(b, j, 1, sizeErr.Error(), events.ReasonContextTooLarge); err != nil {
 				return err
 			}
 		}
