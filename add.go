@@ -110,6 +110,11 @@ func AnswerIDs(ans events.JobsAnswer) ([]string, error) {
 // cancelled and a batch.cancelled event carries reason. Cancelling a
 // settled or compensating batch returns ErrBatchFinished.
 func (c *Client) Cancel(ctx context.Context, batchID, reason string) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	if _, err := c.storedBatch(ctx, batchID); err != nil {
+		return err
+	}
 	var reply events.BatchReply
 	if err := c.request(ctx, events.APIBatchCancel, events.CancelRequest{BatchID: batchID, Reason: reason}, &reply); err != nil {
 		return err

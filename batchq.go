@@ -87,6 +87,10 @@ func NewClient(nc *nats.Conn, cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("batchq: Config.Queues[%q]: %w", name, err)
 		}
 	}
+	if cfg.MaxSpecBytes < 0 || cfg.MaxContextBytes < 0 || cfg.ChunkBytes < 0 || cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("batchq: Config limits must not be negative (MaxSpecBytes %d, MaxContextBytes %d, ChunkBytes %d, RequestTimeout %s); use 0 for the defaults",
+			cfg.MaxSpecBytes, cfg.MaxContextBytes, cfg.ChunkBytes, cfg.RequestTimeout)
+	}
 	if cfg.MaxSpecBytes == 0 {
 		cfg.MaxSpecBytes = DefaultMaxSpecBytes
 	}

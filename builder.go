@@ -30,6 +30,7 @@ type Builder struct {
 	allowFailures bool
 	maxAttempts   int
 	timeout       time.Duration
+	id            string
 }
 
 // NewBatch starts a parallel batch: every job runs at once and all share a
@@ -117,6 +118,16 @@ func (b *Builder) Timeout(d time.Duration) *Builder {
 	return b
 }
 
+// ID sets the batch id instead of a new UUIDv7. With a caller-chosen id a
+// Dispatch can be retried after an error without creating a second batch:
+// the stream drops a republished copy within its duplicate window, and the
+// coordinator ignores a submission for a batch it stores already. The id is
+// one subject token: letters, digits, '-' and '_', at most 128 bytes.
+func (b *Builder) ID(id string) *Builder {
+	b.id = id
+	return b
+}
+
 // Dispatch validates the batch, publishes it, and returns its id once the
 // events stream has stored it. An invalid batch is rejected with a
 // *SpecError before anything is published.
@@ -126,12 +137,16 @@ func (b *Builder) Dispatch(ctx context.Context) (string, error) {
 		return "", err
 	}
 	c := b.client
+	msgs, err := c.encodeBatch(sub, specs)
+	if err != nil {
+		return "", err
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	if err := c.ensureStreams(ctx); err != nil {
 		return "", err
 	}
-	if err := c.publishBatch(ctx, sub, specs); err != nil {
+	if err := c.publishBatch(ctx, sub.BatchID, msgs); err != nil {
 		return "", err
 	}
 	return sub.BatchID, nil
@@ -149,8 +164,8 @@ func (b *Builder) build() (*events.BatchSubmitted, []events.JobSpec, error) {
 	if b.maxAttempts < 0 {
 		return nil, nil, specError("MaxAttempts", "%d is negative; use 0 for the default", b.maxAttempts)
 	}
-	if b.timeout < 0 {
-		return nil, nil, specError("Timeout", "%s is negative; use 0 for the default", b.timeout)
+	if b.timeout < 0 || (b.timeout > 0 && b.timeout < time.Millisecond) {
+		return nil, nil, specError("Timeout", "%s is not 0 or at least 1ms; timeouts count whole milliseconds", b.timeout)
 	}
 	queueName, queue := b.queueName, b.queue
 	if queueName == "" {
@@ -182,9 +197,16 @@ func (b *Builder) build() (*events.BatchSubmitted, []events.JobSpec, error) {
 		}
 	}
 
+	limit := c.maxMessage - messageOverhead - len(ctxJSON)
+	for field, ref := range map[string]*events.JobRef{"OnComplete": opts.OnComplete, "OnFailure": opts.OnFailure, "OnJobFailure": opts.OnJobFailure} {
+		if ref != nil && len(ref.Args) > limit {
+			return nil, nil, specError(field+" args", "%d bytes with a context of %d bytes do not fit in one message of at most %d bytes (the server's max payload); pass a reference to large data instead",
+				len(ref.Args), len(ctxJSON), c.maxMessage)
+		}
+	}
+
 	specs := make([]events.JobSpec, len(b.jobs))
 	total := len(ctxJSON)
-	limit := c.maxMessage - messageOverhead - len(ctxJSON)
 	for i, j := range b.jobs {
 		if specs[i], err = j.Spec(i); err != nil {
 			return nil, nil, err
@@ -203,12 +225,18 @@ func (b *Builder) build() (*events.BatchSubmitted, []events.JobSpec, error) {
 			return nil, nil, specError("jobs", "the batch encodes to more than %d bytes (Config.MaxSpecBytes) at job %d; split it or raise the limit", c.cfg.MaxSpecBytes, i)
 		}
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return nil, nil, fmt.Errorf("batchq: generate batch id: %w", err)
+	id := b.id
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return nil, nil, fmt.Errorf("batchq: generate batch id: %w", err)
+		}
+		id = u.String()
+	} else if err := events.ValidateID("batch id", id); err != nil {
+		return nil, nil, specError("ID", "%v", err)
 	}
 	return &events.BatchSubmitted{
-		BatchID:   id.String(),
+		BatchID:   id,
 		Type:      b.typ,
 		QueueName: queueName,
 		Queue:     queue,
@@ -236,26 +264,85 @@ func encodeContext(v any, limit int) (json.RawMessage, error) {
 	return data, nil
 }
 
-// publishBatch publishes the jobs in chunks and then the submission that
-// seals the batch. The coordinator runs nothing before the seal, so a
-// dispatch that fails half way leaves no running batch.
-func (c *Client) publishBatch(ctx context.Context, sub *events.BatchSubmitted, specs []events.JobSpec) error {
+// encodeBatch encodes the batch as batch.jobs chunks and the
+// batch.submitted event that seals it, which carries the last chunk when it
+// fits. Every message is checked against the server's max payload, so a
+// batch that cannot be published is rejected before anything is.
+func (c *Client) encodeBatch(sub *events.BatchSubmitted, specs []events.JobSpec) ([]events.Message, error) {
 	enc := events.Encoder{Source: "batchq/client"}
 	route := events.Route{BatchID: sub.BatchID, Queue: sub.Queue}
-	chunks := splitChunks(specs, c.cfg.ChunkBytes)
-	last := chunks[len(chunks)-1]
-	chunks = chunks[:len(chunks)-1]
-
-	futures := make([]jetstream.PubAckFuture, 0, len(chunks))
-	for i, chunk := range chunks {
+	encodeChunk := func(i int, chunk []events.JobSpec) (events.Message, error) {
 		msg, err := enc.Encode(events.TypeBatchJobs, events.EventSubject(sub.Queue, sub.BatchID, events.TypeBatchJobs),
 			events.ChunkMsgID(sub.BatchID, i), route, events.BatchJobs{BatchID: sub.BatchID, Chunk: i, Jobs: chunk})
 		if err != nil {
-			return fmt.Errorf("batchq: encode chunk %d: %w", i, err)
+			return msg, fmt.Errorf("batchq: encode chunk %d: %w", i, err)
 		}
+		if err := c.fits(msg); err != nil {
+			return msg, specError(fmt.Sprintf("jobs %d to %d", chunk[0].Position, chunk[len(chunk)-1].Position), "%v; lower Config.ChunkBytes", err)
+		}
+		return msg, nil
+	}
+	encodeSeal := func(chunks int, inline []events.JobSpec) (events.Message, error) {
+		seal := *sub
+		seal.Chunks, seal.Jobs = chunks, inline
+		msg, err := enc.Encode(events.TypeBatchSubmitted, events.EventSubject(sub.Queue, sub.BatchID, events.TypeBatchSubmitted),
+			events.SubmittedMsgID(sub.BatchID), route, seal)
+		if err != nil {
+			return msg, fmt.Errorf("batchq: encode batch %s: %w", sub.BatchID, err)
+		}
+		return msg, nil
+	}
+
+	chunks := splitChunks(specs, c.cfg.ChunkBytes)
+	msgs := make([]events.Message, 0, len(chunks)+1)
+	for i, chunk := range chunks[:len(chunks)-1] {
+		msg, err := encodeChunk(i, chunk)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, msg)
+	}
+	last := chunks[len(chunks)-1]
+	seal, err := encodeSeal(len(msgs), last)
+	if err != nil {
+		return nil, err
+	}
+	if c.fits(seal) != nil {
+		// The last chunk does not fit next to the context and callbacks, so
+		// it travels on its own.
+		msg, err := encodeChunk(len(msgs), last)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, msg)
+		if seal, err = encodeSeal(len(msgs), nil); err != nil {
+			return nil, err
+		}
+		if err := c.fits(seal); err != nil {
+			return nil, specError("context and callbacks", "%v; keep the context and callback args smaller", err)
+		}
+	}
+	return append(msgs, seal), nil
+}
+
+// fits returns an error unless msg fits in one message of the server.
+func (c *Client) fits(msg events.Message) error {
+	if size := len(msg.Data) + len(msg.Subject) + 512; size > c.maxMessage {
+		return fmt.Errorf("the encoded message would be %d bytes, above the server's max payload of %d", size, c.maxMessage)
+	}
+	return nil
+}
+
+// publishBatch publishes the chunks and then the submission that seals the
+// batch. The coordinator runs nothing before the seal, so a dispatch that
+// fails half way leaves no running batch.
+func (c *Client) publishBatch(ctx context.Context, batchID string, msgs []events.Message) error {
+	chunks, seal := msgs[:len(msgs)-1], msgs[len(msgs)-1]
+	futures := make([]jetstream.PubAckFuture, 0, len(chunks))
+	for i, msg := range chunks {
 		f, err := c.js.PublishMsgAsync(msg.NATS())
 		if err != nil {
-			return fmt.Errorf("batchq: publish chunk %d of batch %s: %w", i, sub.BatchID, err)
+			return fmt.Errorf("batchq: publish chunk %d of batch %s: %w", i, batchID, err)
 		}
 		futures = append(futures, f)
 	}
@@ -263,21 +350,13 @@ func (c *Client) publishBatch(ctx context.Context, sub *events.BatchSubmitted, s
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("batchq: publish chunk %d of batch %s: %w", i, sub.BatchID, err)
+			return fmt.Errorf("batchq: publish chunk %d of batch %s: %w", i, batchID, err)
 		case <-ctx.Done():
-			return fmt.Errorf("batchq: publish chunks of batch %s: %w", sub.BatchID, ctx.Err())
+			return fmt.Errorf("batchq: publish chunks of batch %s: %w", batchID, ctx.Err())
 		}
 	}
-
-	sub.Chunks = len(chunks)
-	sub.Jobs = last
-	msg, err := enc.Encode(events.TypeBatchSubmitted, events.EventSubject(sub.Queue, sub.BatchID, events.TypeBatchSubmitted),
-		events.SubmittedMsgID(sub.BatchID), route, sub)
-	if err != nil {
-		return fmt.Errorf("batchq: encode batch %s: %w", sub.BatchID, err)
-	}
-	if _, err := c.js.PublishMsg(ctx, msg.NATS()); err != nil {
-		return fmt.Errorf("batchq: publish batch %s: %w", sub.BatchID, err)
+	if _, err := c.js.PublishMsg(ctx, seal.NATS()); err != nil {
+		return fmt.Errorf("batchq: publish batch %s: %w", batchID, err)
 	}
 	return nil
 }

@@ -52,15 +52,12 @@ func (j Job) empty() bool {
 	return j.Name == "" && j.Args == nil && j.Compensation == nil
 }
 
-// encodeJSON encodes v, keeping a json.RawMessage as it is after checking it.
-// It rejects strings that are not valid UTF-8, which encoding/json would
-// silently replace with U+FFFD, so that what a handler reads back is exactly
-// what was dispatched.
+// encodeJSON encodes v, keeping a json.RawMessage as it is after checking
+// it. Like MarshalExact it rejects strings that are not valid UTF-8, so that
+// what a handler reads back is exactly what was dispatched. JSON null
+// encodes to nil.
 func encodeJSON(v any) (json.RawMessage, error) {
-	switch raw := v.(type) {
-	case nil:
-		return nil, nil
-	case json.RawMessage:
+	if raw, ok := v.(json.RawMessage); ok {
 		if !json.Valid(raw) {
 			return nil, fmt.Errorf("the json.RawMessage is not valid JSON")
 		}
@@ -71,41 +68,16 @@ func encodeJSON(v any) (json.RawMessage, error) {
 		if err := json.Compact(&buf, raw); err != nil {
 			return nil, err
 		}
-		return buf.Bytes(), nil
+		v = json.RawMessage(buf.Bytes())
 	}
-	data, err := json.Marshal(v)
+	data, err := MarshalExact(v)
 	if err != nil {
 		return nil, err
-	}
-	if i := replacedByte(data); i >= 0 {
-		return nil, fmt.Errorf("a string is not valid UTF-8 (near byte %d of the encoded value); encode binary data as []byte, which becomes base64", i)
 	}
 	if string(data) == "null" {
 		return nil, nil
 	}
 	return data, nil
-}
-
-// replacedByte returns the offset of the first \ufffd escape in data, which
-// encoding/json writes only in place of bytes that are not valid UTF-8 (a
-// real U+FFFD is written as its UTF-8 bytes), or -1.
-func replacedByte(data []byte) int {
-	const escape = `\ufffd`
-	for from := 0; ; {
-		i := bytes.Index(data[from:], []byte(escape))
-		if i < 0 {
-			return -1
-		}
-		i += from
-		slashes := 0
-		for k := i - 1; k >= 0 && data[k] == '\\'; k-- {
-			slashes++
-		}
-		if slashes%2 == 0 {
-			return i
-		}
-		from = i + len(escape)
-	}
 }
 
 // encodeCall encodes a callback or compensation for field.
@@ -145,8 +117,8 @@ func (j Job) Spec(position int) (events.JobSpec, error) {
 	if j.MaxAttempts < 0 {
 		return events.JobSpec{}, specError(field, "MaxAttempts %d is negative; use 0 for the default", j.MaxAttempts)
 	}
-	if j.Timeout < 0 {
-		return events.JobSpec{}, specError(field, "Timeout %s is negative; use 0 for the default", j.Timeout)
+	if j.Timeout < 0 || (j.Timeout > 0 && j.Timeout < time.Millisecond) {
+		return events.JobSpec{}, specError(field, "Timeout %s is not 0 or at least 1ms; timeouts count whole milliseconds", j.Timeout)
 	}
 	return events.JobSpec{
 		ID:           events.PositionJobID(position),

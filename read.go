@@ -163,11 +163,11 @@ func (c *Client) Wait(ctx context.Context, id string) (*BatchInfo, error) {
 	resync := time.NewTicker(waitResync)
 	defer resync.Stop()
 	for {
-		b, err := c.Batch(ctx, id)
+		b, err := c.readForWait(ctx, id)
 		switch {
-		case errors.Is(err, ErrNoCoordinator):
-			// The coordinator is restarting; its lifecycle events wake
-			// this loop once it is back.
+		case errors.Is(err, errTransient):
+			// The coordinator is restarting or slow; its lifecycle events
+			// or the resync wake this loop once it is back.
 			b = &BatchInfo{ID: id, Status: StatusPending}
 		case err != nil:
 			return nil, err
@@ -181,6 +181,27 @@ func (c *Client) Wait(ctx context.Context, id string) (*BatchInfo, error) {
 		case <-resync.C:
 		}
 	}
+}
+
+// errTransient marks read errors that Wait outlives: no coordinator, a
+// request that timed out, or a store that did not respond.
+var errTransient = errors.New("batchq: transient read error")
+
+// readForWait reads a batch with its own request timeout, so one lost reply
+// does not hold Wait until the caller's deadline.
+func (c *Client) readForWait(ctx context.Context, id string) (*BatchInfo, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	b, err := c.Batch(rctx, id)
+	if err == nil || ctx.Err() != nil {
+		return b, err
+	}
+	var apiErr *events.APIError
+	if errors.Is(err, ErrNoCoordinator) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &apiErr) && apiErr.Code == events.CodeUnavailable) {
+		return nil, fmt.Errorf("%w: %w", errTransient, err)
+	}
+	return nil, err
 }
 
 // RejectedEvents returns the most recent events that the coordinator

@@ -212,17 +212,22 @@ func (c *Coordinator) handleResults(ctx context.Context, data []byte) any {
 	if err != nil {
 		return events.ResultsReply{Error: apiError(err)}
 	}
-	// A page stays under half the max message size, so the reply always
-	// fits; one job's result alone fits because executors bound it.
+	// A page stays under half the max message size, measured as encoded
+	// JSON, which escapes characters such as '<' into six bytes. One job's
+	// result alone fits because executors bound it.
 	reply := events.ResultsReply{Jobs: make([]events.JobInfo, 0, len(jobs))}
 	size, budget := 0, c.cfg.MaxMessageSize/2
 	for _, j := range jobs {
-		n := len(j.Result) + len(j.Error) + len(j.CompensationError) + 256
-		if len(reply.Jobs) > 0 && size+n > budget {
+		info := jobInfo(b, j)
+		encoded, err := json.Marshal(info)
+		if err != nil {
+			return events.ResultsReply{Error: apiError(err)}
+		}
+		if len(reply.Jobs) > 0 && size+len(encoded) > budget {
 			break
 		}
-		size += n
-		reply.Jobs = append(reply.Jobs, jobInfo(b, j))
+		size += len(encoded)
+		reply.Jobs = append(reply.Jobs, info)
 	}
 	if len(reply.Jobs) > 0 {
 		reply.More = reply.Jobs[len(reply.Jobs)-1].Position < b.Total-1

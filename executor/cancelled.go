@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/batchq/batchq/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,25 +16,37 @@ var errBatchCancelled = errors.New("the batch was cancelled")
 // cancelledSet holds the ids of cancelled batches and cancels the jobs of
 // those batches that are running.
 type cancelledSet struct {
-	mu      sync.Mutex
-	ids     map[string]bool
+	mu  sync.Mutex
+	ids map[string]time.Time
+	// ttl is how long the bucket keeps a key. Keys that expire produce no
+	// delete in the watch, so entries older than ttl are dropped here.
+	ttl     time.Duration
 	running map[string]map[*Job]context.CancelCauseFunc
 }
 
-func newCancelledSet() *cancelledSet {
-	return &cancelledSet{ids: map[string]bool{}, running: map[string]map[*Job]context.CancelCauseFunc{}}
+func newCancelledSet(ttl time.Duration) *cancelledSet {
+	return &cancelledSet{ids: map[string]time.Time{}, ttl: ttl, running: map[string]map[*Job]context.CancelCauseFunc{}}
 }
 
 func (s *cancelledSet) has(batchID string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ids[batchID]
+	_, ok := s.ids[batchID]
+	return ok
 }
 
 func (s *cancelledSet) add(batchID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ids[batchID] = true
+	now := time.Now()
+	s.ids[batchID] = now
+	if s.ttl > 0 && len(s.ids)%1024 == 0 {
+		for id, at := range s.ids {
+			if now.Sub(at) > s.ttl {
+				delete(s.ids, id)
+			}
+		}
+	}
 	for _, cancel := range s.running[batchID] {
 		cancel(errBatchCancelled)
 	}
@@ -50,7 +63,7 @@ func (s *cancelledSet) remove(batchID string) {
 func (s *cancelledSet) track(batchID string, j *Job, cancel context.CancelCauseFunc) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ids[batchID] {
+	if _, ok := s.ids[batchID]; ok {
 		return false
 	}
 	if s.running[batchID] == nil {

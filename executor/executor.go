@@ -4,8 +4,9 @@
 // no more work messages than it can run at once. It reports each outcome to
 // the coordinator before it acknowledges the message. Failed attempts are
 // retried with exponential backoff through the work stream, so retries
-// survive a restart. A timeout bounds each attempt, and a panic in a handler
-// fails the attempt like an error does.
+// survive a restart. An attempt's timeout cancels its handler's context,
+// and a handler must return when its context ends: the executor waits for
+// it. A panic in a handler fails the attempt like an error does.
 package executor
 
 import (
@@ -83,14 +84,16 @@ type Config struct {
 	// Timeout bounds an attempt when neither the job nor its batch sets a
 	// timeout. Default 30 minutes.
 	Timeout time.Duration
-	// MaxDeliver bounds how often one work message is delivered to run. A
-	// message that reaches it without an outcome, because executors crashed
-	// while running it, fails its job. The delivery that waits out a retry
-	// delay does not count. Default 10.
+	// MaxDeliver bounds how often one work message is delivered. The
+	// server delivers a message no more often than that, so its last
+	// delivery fails the job instead of running it: a job whose executors
+	// keep crashing runs at most MaxDeliver-1 times. The delivery that
+	// waits out a retry delay does not count. Default 10.
 	MaxDeliver int
-	// DrainTimeout is how long Run waits for running jobs after ctx ends;
-	// jobs still running then are cancelled and left for redelivery.
-	// Default 30s.
+	// DrainTimeout is how long Run waits for running jobs after ctx ends.
+	// Jobs still running then are cancelled and left for redelivery; Run
+	// returns at most 5s later even when a handler ignores its context,
+	// and drops what such a handler returns. Default 30s.
 	DrainTimeout time.Duration
 	// MaxContextBytes bounds the context a chain step leaves; a larger one
 	// fails the step. Default 256 KiB.
@@ -162,8 +165,8 @@ func (c *Config) validate() error {
 	if c.MinBackoff > c.MaxBackoff {
 		return fmt.Errorf("executor: MinBackoff %s is above MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
 	}
-	if c.MaxDeliver < 1 {
-		return fmt.Errorf("executor: MaxDeliver %d is below 1; a message must be delivered at least once", c.MaxDeliver)
+	if c.MaxDeliver < 2 {
+		return fmt.Errorf("executor: MaxDeliver %d is below 2; the last delivery reports the failure, so 2 allows one run", c.MaxDeliver)
 	}
 	return nil
 }
@@ -182,6 +185,9 @@ type Executor struct {
 
 	cancelled *cancelledSet
 	metrics   *metrics
+
+	inflightMu sync.Mutex
+	inflight   map[*inflight]struct{}
 }
 
 // New validates cfg and returns an executor without handlers.
@@ -213,8 +219,9 @@ func New(cfg Config) (*Executor, error) {
 		log:       cfg.Logger,
 		enc:       events.Encoder{Source: source},
 		handlers:  make(map[string]Handler),
-		cancelled: newCancelledSet(),
+		cancelled: newCancelledSet(cfg.Streams.WithDefaults().EventsMaxAge),
 		metrics:   m,
+		inflight:  make(map[*inflight]struct{}),
 	}, nil
 }
 

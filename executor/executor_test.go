@@ -24,7 +24,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative concurrency", Config{Conn: nc, Concurrency: -1}, "Concurrency -1"},
 		{"short ack wait", Config{Conn: nc, AckWait: time.Millisecond}, "AckWait 1ms"},
 		{"backoff inverted", Config{Conn: nc, MinBackoff: time.Minute, MaxBackoff: time.Second}, "MinBackoff 1m0s is above MaxBackoff 1s"},
-		{"negative max deliver", Config{Conn: nc, MaxDeliver: -1}, "MaxDeliver -1"},
+		{"max deliver one", Config{Conn: nc, MaxDeliver: 1}, "MaxDeliver 1 is below 2"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

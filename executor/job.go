@@ -32,6 +32,9 @@ type Job struct {
 	ctxChanged bool
 	result     json.RawMessage
 	added      int
+	// addFailed is the error of an AddJobs call whose addition may or may
+	// not have been published; the attempt then fails.
+	addFailed error
 }
 
 func newJob(e *Executor, w *work) *Job {
@@ -218,7 +221,7 @@ func (j *Job) Set(key string, value any) error {
 	if !j.writable() {
 		return ErrReadOnlyContext
 	}
-	raw, err := json.Marshal(value)
+	raw, err := batchq.MarshalExact(value)
 	if err != nil {
 		return fmt.Errorf("executor: encode context value %q: %w", key, err)
 	}
@@ -251,7 +254,7 @@ func (j *Job) Delete(key string) error {
 // SetResult stores the job's result, encoded as JSON. The last call wins;
 // the result is kept only when the attempt succeeds.
 func (j *Job) SetResult(v any) error {
-	raw, err := json.Marshal(v)
+	raw, err := batchq.MarshalExact(v)
 	if err != nil {
 		return fmt.Errorf("executor: encode result of job %s (%s): %w", j.ID(), j.Name(), err)
 	}
@@ -273,26 +276,47 @@ func (j *Job) AddJobs(ctx context.Context, jobs ...batchq.Job) ([]string, error)
 	if err != nil || len(specs) == 0 {
 		return nil, err
 	}
-	j.mu.Lock()
-	index := j.added
-	j.added++
-	j.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	ans, err := addition.Add(ctx, j.e.cfg.Conn, j.e.js, addition.Request{
+	req := addition.Request{
 		BatchID:        j.BatchID(),
 		Queue:          j.w.job.Queue,
-		AddID:          events.AddID(j.ID(), index),
+		AddID:          events.AddID(j.ID(), 1<<30), // the longest id, for the size check
 		ParentJobID:    j.ID(),
 		ParentRole:     j.w.job.Role,
 		Jobs:           specs,
 		MaxMessageSize: int(j.e.cfg.Conn.MaxPayload()),
 		Source:         j.e.enc.Source,
-	})
+	}
+	// Check before taking an index: a call that publishes nothing must not
+	// count as an addition that the completion waits for.
+	if _, err := addition.Message(req); err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	j.mu.Lock()
+	index := j.added
+	j.added++
+	j.mu.Unlock()
+	req.AddID = events.AddID(j.ID(), index)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ans, err := addition.Add(ctx, j.e.cfg.Conn, j.e.js, req)
 	if err != nil {
+		// The addition may or may not be in the stream. The attempt must
+		// not complete on that doubt, so it fails and a retry adds again
+		// under the same add ids.
+		j.mu.Lock()
+		j.addFailed = err
+		j.mu.Unlock()
 		return nil, fmt.Errorf("executor: %w", err)
 	}
 	return batchq.AnswerIDs(ans)
+}
+
+// addError reports an attempt that must not complete because one of its
+// additions may be missing.
+type addError struct{ err error }
+
+func (e *addError) Error() string {
+	return "an AddJobs call failed, so the attempt is retried to add its jobs for sure: " + e.err.Error()
 }
 
 // outcome returns what the attempt leaves behind: its result, the context
@@ -300,6 +324,9 @@ func (j *Job) AddJobs(ctx context.Context, jobs ...batchq.Job) ([]string, error)
 func (j *Job) outcome() (result, context json.RawMessage, added int, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.addFailed != nil {
+		return nil, nil, 0, &addError{j.addFailed}
+	}
 	result, added = j.result, j.added
 	if !j.writable() {
 		return result, nil, added, nil

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -71,6 +72,13 @@ func (e *Executor) single(w *work, t events.Type, data any) outcome {
 // could not carry it.
 func (e *Executor) completed(w *work, job *Job, duration time.Duration) outcome {
 	result, context, added, err := job.outcome()
+	var addErr *addError
+	if errors.As(err, &addErr) {
+		if w.attempt() < w.maxAttempts(e.cfg.MaxAttempts) {
+			return e.retry(w, err, events.ReasonError)
+		}
+		return e.failed(w, err, events.ReasonError)
+	}
 	if err != nil {
 		return e.failed(w, fmt.Errorf("encode the context: %w", err), events.ReasonError)
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batchq/batchq/events"
@@ -45,7 +46,8 @@ func Permanent(err error) error {
 
 // Run consumes work until ctx ends, then waits up to DrainTimeout for the
 // running jobs. Jobs still running after that are cancelled and their
-// messages put back for redelivery, so no work is lost.
+// messages put back for redelivery, so no work is lost; Run returns at most
+// abandonGrace later.
 func (e *Executor) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.running {
@@ -93,17 +95,20 @@ func (e *Executor) Run(ctx context.Context) error {
 			if ctx.Err() == nil {
 				e.log.Warn("fetch work", "queue", e.cfg.Queue, "error", err)
 				sleep(ctx, time.Second)
+				cons = e.recreateConsumer(ctx, cons, err)
 			}
 			continue
 		}
 		got := 0
 		for msg := range batch.Messages() {
 			got++
+			f := e.track(msg)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer release(slots, 1)
-				e.process(jobsCtx, msg)
+				defer e.untrack(f)
+				e.process(jobsCtx, f)
 			}()
 		}
 		cancelFetch()
@@ -113,6 +118,19 @@ func (e *Executor) Run(ctx context.Context) error {
 		}
 	}
 
+	e.drain(&wg, cancelJobs)
+	e.log.Info("executor stopped", "queue", e.cfg.Queue, "work", e.workName())
+	return nil
+}
+
+// abandonGrace is how long Run waits, after cancelling the running jobs,
+// for handlers that ignore their context before it gives up on them.
+const abandonGrace = 5 * time.Second
+
+// drain waits up to DrainTimeout for the running jobs, then cancels them
+// and waits abandonGrace more. Jobs whose handlers still run then are put
+// back for redelivery, and whatever those handlers return later is dropped.
+func (e *Executor) drain(wg *sync.WaitGroup, cancelJobs context.CancelCauseFunc) {
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
@@ -120,13 +138,18 @@ func (e *Executor) Run(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		return
 	case <-time.After(e.cfg.DrainTimeout):
-		e.log.Warn("jobs still running after the drain timeout; cancelling them for redelivery", "queue", e.cfg.Queue, "drain_timeout", e.cfg.DrainTimeout)
-		cancelJobs(errShutdown)
-		<-done
 	}
-	e.log.Info("executor stopped", "queue", e.cfg.Queue, "work", e.workName())
-	return nil
+	e.log.Warn("jobs still running after the drain timeout; cancelling them for redelivery", "queue", e.cfg.Queue, "drain_timeout", e.cfg.DrainTimeout)
+	cancelJobs(errShutdown)
+	select {
+	case <-done:
+		return
+	case <-time.After(abandonGrace):
+	}
+	n := e.abandonAll()
+	e.log.Error("handlers ignored the cancellation of their context; their jobs are left for redelivery and their outcomes will be dropped", "queue", e.cfg.Queue, "jobs", n)
 }
 
 func (e *Executor) workName() string {
@@ -172,6 +195,22 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// recreateConsumer creates the consumer again when err says that it is
+// gone, for example after an operator deleted it, and otherwise returns
+// cons.
+func (e *Executor) recreateConsumer(ctx context.Context, cons jetstream.Consumer, err error) jetstream.Consumer {
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return cons
+	}
+	fresh, cerr := e.consumer(ctx)
+	if cerr != nil {
+		e.log.Error("create the work consumer again", "queue", e.cfg.Queue, "error", cerr)
+		return cons
+	}
+	e.log.Info("work consumer created again", "queue", e.cfg.Queue)
+	return fresh
+}
+
 func (e *Executor) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name, filter := events.WorkConsumer(e.cfg.Queue), events.WorkFilter(e.cfg.Queue)
 	if e.cfg.Work == Compensations {
@@ -194,8 +233,45 @@ func (e *Executor) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, nil
 }
 
+// inflight is a work message that an executor goroutine is running.
+type inflight struct {
+	msg jetstream.Msg
+	// abandoned is set when Run stopped waiting for the handler; the
+	// message was put back and the handler's outcome must be dropped.
+	abandoned atomic.Bool
+}
+
+func (e *Executor) track(msg jetstream.Msg) *inflight {
+	f := &inflight{msg: msg}
+	e.inflightMu.Lock()
+	e.inflight[f] = struct{}{}
+	e.inflightMu.Unlock()
+	return f
+}
+
+func (e *Executor) untrack(f *inflight) {
+	e.inflightMu.Lock()
+	delete(e.inflight, f)
+	e.inflightMu.Unlock()
+}
+
+// abandonAll puts back every message still running and returns how many.
+func (e *Executor) abandonAll() int {
+	e.inflightMu.Lock()
+	defer e.inflightMu.Unlock()
+	n := 0
+	for f := range e.inflight {
+		if !f.abandoned.Swap(true) {
+			_ = f.msg.Nak()
+			n++
+		}
+	}
+	return n
+}
+
 // process runs one work message to an outcome.
-func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
+func (e *Executor) process(jobsCtx context.Context, f *inflight) {
+	msg := f.msg
 	deliveries := 1
 	if meta, err := msg.Metadata(); err == nil {
 		deliveries = int(meta.NumDelivered)
@@ -244,22 +320,29 @@ func (e *Executor) process(jobsCtx context.Context, msg jetstream.Msg) {
 		done := e.metrics.start()
 		runErr, cause = e.runHandler(jobsCtx, msg, w, job, h)
 		done()
+		if f.abandoned.Load() {
+			log.Warn("handler returned after its job was left for redelivery; its outcome is dropped", "error", runErr)
+			return
+		}
 		switch {
+		case runErr == nil:
+			// The handler finished its work, whatever was cancelled
+			// meanwhile, so the attempt completes.
 		case errors.Is(cause, errShutdown):
 			log.Info("job interrupted by shutdown, left for redelivery")
 			e.metrics.outcome("interrupted")
 			_ = msg.Nak()
 			return
-		case runErr != nil && errors.Is(cause, errBatchCancelled):
+		case errors.Is(cause, errBatchCancelled):
 			e.metrics.outcome("failed")
 			e.finish(msg, w, log, e.failed(w, fmt.Errorf("cancelled with its batch: %w", runErr), events.ReasonCancelled))
 			return
-		case runErr != nil && errors.Is(cause, errTimeout):
+		case errors.Is(cause, errTimeout):
 			reason = events.ReasonTimeout
 			runErr = fmt.Errorf("timed out after %s: %w", w.timeout(e.cfg.Timeout), runErr)
-		case runErr != nil && errors.As(runErr, new(*panicError)):
+		case errors.As(runErr, new(*panicError)):
 			reason = events.ReasonPanic
-		case runErr != nil:
+		default:
 			reason = events.ReasonError
 		}
 	}

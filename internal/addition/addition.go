@@ -34,8 +34,10 @@ type Request struct {
 // subscribed, for example after a retried job published the same addition.
 const fallbackAfter = 2 * time.Second
 
-// Add publishes the addition and returns the coordinator's answer.
-func Add(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req Request) (events.JobsAnswer, error) {
+// Message encodes the jobs.added event of req and checks its size. It has
+// no side effects, so a caller can check an addition before it commits to
+// an add id.
+func Message(req Request) (events.Message, error) {
 	data := events.JobsAdded{
 		BatchID:     req.BatchID,
 		AddID:       req.AddID,
@@ -47,18 +49,37 @@ func Add(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req Request
 	msg, err := enc.Encode(events.TypeJobsAdded, events.EventSubject(req.Queue, req.BatchID, events.TypeJobsAdded),
 		events.AddMsgID(req.BatchID, req.AddID, events.TypeJobsAdded), events.Route{BatchID: req.BatchID, Queue: req.Queue}, data)
 	if err != nil {
-		return events.JobsAnswer{}, err
+		return events.Message{}, err
 	}
 	if size := len(msg.Data) + 512; req.MaxMessageSize > 0 && size > req.MaxMessageSize {
-		return events.JobsAnswer{}, fmt.Errorf("adding %d jobs to batch %s needs a message of %d bytes, above the limit of %d; add fewer jobs per call", len(req.Jobs), req.BatchID, size, req.MaxMessageSize)
+		return events.Message{}, fmt.Errorf("adding %d jobs to batch %s needs a message of %d bytes, above the limit of %d; add fewer jobs per call", len(req.Jobs), req.BatchID, size, req.MaxMessageSize)
+	}
+	return msg, nil
+}
+
+// Add publishes the addition and returns the coordinator's answer.
+func Add(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req Request) (events.JobsAnswer, error) {
+	msg, err := Message(req)
+	if err != nil {
+		return events.JobsAnswer{}, err
 	}
 
-	answers := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(events.EventsPrefix+".*."+req.BatchID+".jobs.*", answers)
-	if err != nil {
-		return events.JobsAnswer{}, fmt.Errorf("subscribe to answers for batch %s: %w", req.BatchID, err)
+	// Only the answers: the batch's jobs.added events themselves can be
+	// large and many.
+	answers := make(chan *nats.Msg, 64)
+	var subs []*nats.Subscription
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	for _, t := range []events.Type{events.TypeJobsAccepted, events.TypeJobsRejected} {
+		s, err := nc.ChanSubscribe(events.EventsPrefix+".*."+req.BatchID+"."+t.Name(), answers)
+		if err != nil {
+			return events.JobsAnswer{}, fmt.Errorf("subscribe to answers for batch %s: %w", req.BatchID, err)
+		}
+		subs = append(subs, s)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 
 	ack, err := js.PublishMsg(ctx, msg.NATS())
 	if err != nil {

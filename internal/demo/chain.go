@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchq/batchq/executor"
 )
@@ -36,6 +37,9 @@ const (
 	// maxListedFiles bounds the files that ListFilesJob puts into the
 	// context, which the executor caps at 256 KiB by default.
 	maxListedFiles = 1000
+	// maxListBytes bounds the size of that list, so it stays well inside
+	// the 256 KiB context limit whatever the names are.
+	maxListBytes = 128 << 10
 	// defaultLargest is how many files PickLargestJob picks by default.
 	defaultLargest = 5
 )
@@ -81,10 +85,16 @@ func handleListFiles(ctx context.Context, job *executor.Job) error {
 	}
 	var files []FileEntry
 	var total int64
+	listBytes, unnamed := 0, 0
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
 			continue
 		}
+		if !utf8.ValidString(e.Name()) {
+			unnamed++ // a JSON string cannot carry this name exactly
+			continue
+		}
+		listBytes += len(e.Name()) + 32
 		info, err := e.Info()
 		if err != nil {
 			return executor.Permanent(fmt.Errorf("stat %s: %w", filepath.Join(in.Dir, e.Name()), unwrapPathError(err)))
@@ -95,13 +105,17 @@ func handleListFiles(ctx context.Context, job *executor.Job) error {
 	if len(files) == 0 {
 		return executor.Permanent(fmt.Errorf("directory %s has no regular files directly inside it; pick a directory that has some", in.Dir))
 	}
-	if len(files) > maxListedFiles {
-		return executor.Permanent(fmt.Errorf("directory %s has %d files, more than the %d that fit in the chain's context; pick a smaller directory", in.Dir, len(files), maxListedFiles))
+	if len(files) > maxListedFiles || listBytes > maxListBytes {
+		return executor.Permanent(fmt.Errorf("directory %s has %d files, more than fit in the chain's context (at most %d, and %d bytes of names); pick a smaller directory", in.Dir, len(files), maxListedFiles, maxListBytes))
 	}
 	if err := job.Set("files", files); err != nil {
 		return err
 	}
-	return job.SetResult(map[string]any{"count": len(files), "bytes": total})
+	result := map[string]any{"count": len(files), "bytes": total}
+	if unnamed > 0 {
+		result["skipped_not_utf8"] = unnamed
+	}
+	return job.SetResult(result)
 }
 
 // handlePickLargest runs PickLargestJob.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/events"
@@ -54,9 +55,28 @@ const (
 // whole file. Otherwise the job counts only the words whose hash modulo
 // Parts equals Part.
 type countArgs struct {
-	Path  string `json:"path"`
-	Part  int    `json:"part,omitempty"`
-	Parts int    `json:"parts,omitempty"`
+	Path string `json:"path,omitempty"`
+	// RawPath holds a path that is not valid UTF-8, as bytes, which JSON
+	// carries as base64; a JSON string cannot hold such a name exactly.
+	RawPath []byte `json:"raw_path,omitempty"`
+	Part    int    `json:"part,omitempty"`
+	Parts   int    `json:"parts,omitempty"`
+}
+
+// newCountArgs returns the args that name path.
+func newCountArgs(path string) countArgs {
+	if utf8.ValidString(path) {
+		return countArgs{Path: path}
+	}
+	return countArgs{RawPath: []byte(path)}
+}
+
+// path returns the file that the args name.
+func (a countArgs) path() string {
+	if a.RawPath != nil {
+		return string(a.RawPath)
+	}
+	return a.Path
 }
 
 // CountWords counts the words that r yields, in lower case. A word is a
@@ -147,14 +167,14 @@ func handleCount(ctx context.Context, job *executor.Job) error {
 	if err := job.Args(&args); err != nil {
 		return executor.Permanent(err)
 	}
-	if args.Path == "" {
+	if args.path() == "" {
 		return executor.Permanent(fmt.Errorf("%s: the args have no \"path\"; pass {\"path\": FILE}", job.Name()))
 	}
 	if args.Parts < 0 || (args.Parts > 0 && (args.Part < 0 || args.Part >= args.Parts)) {
-		return executor.Permanent(fmt.Errorf("%s: invalid part %d of %d for %s: part must be at least 0 and below parts", job.Name(), args.Part, args.Parts, args.Path))
+		return executor.Permanent(fmt.Errorf("%s: invalid part %d of %d for %s: part must be at least 0 and below parts", job.Name(), args.Part, args.Parts, args.path()))
 	}
 
-	counts, err := countFile(ctx, args.Path, args.Part, args.Parts)
+	counts, err := countFile(ctx, args.path(), args.Part, args.Parts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -170,7 +190,7 @@ func handleCount(ctx context.Context, job *executor.Job) error {
 	}
 
 	if _, err := job.AddJobs(ctx, splitCount(args, len(encoded), resultLimit(job))...); err != nil {
-		return fmt.Errorf("split the count of %s: %w", args.Path, err)
+		return fmt.Errorf("split the count of %s: %w", args.path(), err)
 	}
 	return job.SetResult(map[string]int{})
 }
@@ -194,9 +214,10 @@ func splitCount(args countArgs, size, limit int) []batchq.Job {
 	jobs := make([]batchq.Job, factor)
 	for k := range factor {
 		jobs[k] = batchq.Job{Name: CountPartJob, Args: countArgs{
-			Path:  args.Path,
-			Part:  args.Part + parts*k,
-			Parts: parts * factor,
+			Path:    args.Path,
+			RawPath: args.RawPath,
+			Part:    args.Part + parts*k,
+			Parts:   parts * factor,
 		}}
 	}
 	return jobs

@@ -70,7 +70,7 @@ func WordCount(ctx context.Context, client *batchq.Client, opts WordCountOptions
 	}
 	jobs := make([]batchq.Job, len(files))
 	for i, path := range files {
-		jobs[i] = batchq.Job{Name: CountJob, Args: countArgs{Path: path}}
+		jobs[i] = batchq.Job{Name: CountJob, Args: newCountArgs(path)}
 	}
 
 	started := time.Now()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,9 +106,13 @@ func (p *SyncPolicy) Set(s string) error {
 // ErrPortInUse reports that another process listens on the server's port.
 var ErrPortInUse = errors.New("port in use")
 
+// ErrDirInUse reports that another server uses the data directory.
+var ErrDirInUse = errors.New("data directory in use")
+
 // Server is a running embedded nats-server.
 type Server struct {
-	srv *server.Server
+	srv  *server.Server
+	lock *os.File
 
 	mu    sync.Mutex
 	conns []*nats.Conn
@@ -148,8 +153,13 @@ func Start(cfg Config) (*Server, error) {
 	if err := checkPortFree(opts); err != nil {
 		return nil, err
 	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		unlockDir(lock)
 		return nil, fmt.Errorf("embedded: configure nats-server: %w", err)
 	}
 	if cfg.Verbose {
@@ -159,9 +169,10 @@ func Start(cfg Config) (*Server, error) {
 	if !srv.ReadyForConnections(cfg.StartTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
+		unlockDir(lock)
 		return nil, startError(opts, cfg.StartTimeout)
 	}
-	return &Server{srv: srv}, nil
+	return &Server{srv: srv, lock: lock}, nil
 }
 
 // checkPortFree returns an error when another process listens on the
@@ -221,4 +232,6 @@ func (s *Server) Shutdown() {
 	}
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
+	unlockDir(s.lock)
+	s.lock = nil
 }
