@@ -9,6 +9,8 @@ import (
 
 	"github.com/batchq/batchq"
 	"github.com/batchq/batchq/executor"
+	"github.com/batchq/batchq/store"
+	"github.com/nats-io/nats.go"
 )
 
 // TestAddJobsTooLargeNotCounted adds jobs from a handler in one call that
@@ -189,4 +191,32 @@ func TestCancelRightAfterDispatch(t *testing.T) {
 	if notFound > 0 {
 		t.Errorf("Cancel right after Dispatch returned ErrBatchNotFound for %d of 20 dispatched batches", notFound)
 	}
+}
+
+// TestDispatchWithIDIsIdempotent dispatches the same batch twice under one
+// caller-chosen id, as a retry after a lost reply would: it runs once.
+func TestDispatchWithIDIsIdempotent(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB, *nats.Conn) store.Store) {
+		e := newEnv(t, open)
+		e.startCoordinator(nil)
+		rec := &recorder{}
+		e.startExecutor("default", map[string]executor.Handler{"job": rec.record(nil)}, nil)
+		for range 2 {
+			id, err := e.client.NewBatch(batchq.Jobs("job", "job")...).ID("order-1001-import").Dispatch(e.ctx())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id != "order-1001-import" {
+				t.Fatalf("Dispatch returned id %q", id)
+			}
+		}
+		info := e.wait("order-1001-import")
+		time.Sleep(settleTime)
+		if info.Total != 2 || len(rec.named("job")) != 2 {
+			t.Errorf("batch %+v ran %d jobs, want 2 jobs run once", info, len(rec.named("job")))
+		}
+		if _, err := e.client.NewBatch(batchq.Jobs("job")...).ID("bad.id").Dispatch(e.ctx()); !errors.Is(err, batchq.ErrInvalidSpec) {
+			t.Errorf("Dispatch with id %q: %v, want ErrInvalidSpec", "bad.id", err)
+		}
+	})
 }
