@@ -67,10 +67,10 @@ func apiError(err error) *events.APIError {
 		return &events.APIError{Code: ce.code, Message: ce.message}
 	case errors.Is(err, store.ErrNotFound):
 		return &events.APIError{Code: events.CodeNotFound, Message: strings.TrimPrefix(err.Error(), store.ErrNotFound.Error()+": ")}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &events.APIError{Code: events.CodeUnavailable, Message: "the store did not respond in time: " + err.Error()}
 	default:
-		return &events.APIError{Code: events.CodeInternalError, Message: err.Error()}
+		// Everything else comes from the store: a timeout, a lost
+		// connection or a database that is down. Clients may retry.
+		return &events.APIError{Code: events.CodeUnavailable, Message: "the store failed: " + err.Error()}
 	}
 }
 
@@ -182,7 +182,7 @@ func jobInfo(b *store.Batch, j *store.Job) events.JobInfo {
 		return info
 	}
 	switch {
-	case b.Type == events.Parallel && j.Position < b.Dispatched:
+	case b.Type == events.Parallel && j.Position < b.Dispatching:
 		info.Status = events.JobStatusQueued
 	case b.Status != events.StatusRunning:
 		info.Status = events.JobStatusSkipped

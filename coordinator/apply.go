@@ -310,7 +310,7 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	}
 	failure := fmt.Sprintf("job %s (%s) failed: %s", j.ID, j.Name, msg)
 	if b.Type == events.Parallel && !b.Cancelled && store.Compensable(j) {
-		if err := a.queueCompensation(b, j, failure); err != nil {
+		if _, err := a.queueCompensation(b, j, failure); err != nil {
 			return err
 		}
 	}
@@ -324,7 +324,7 @@ func (a *applier) failJob(b *store.Batch, j *store.Job, attempt int, msg string)
 	if b.Type == events.Chain {
 		b.Skipped += b.Total - j.Position - 1
 	} else {
-		b.Skipped += b.Total - b.Dispatched // the dispatcher stops here
+		b.Skipped += b.Total - b.Dispatching // never published: the dispatcher stops here
 	}
 	return a.startCompensating(b)
 }
@@ -371,6 +371,16 @@ func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
 	if j.Role == events.RoleCallback {
 		return nil
 	}
+	if b.Status == events.StatusRunning {
+		// Executors skip only the jobs of cancelled batches. A skip in a
+		// running batch means the job did not do its work, which fails it,
+		// so the batch still settles.
+		if err := a.failJob(b, j, d.Attempt, "the executor skipped the job: "+d.Reason); err != nil {
+			return err
+		}
+		a.tx.SaveBatch(b)
+		return nil
+	}
 	countFinal(b, j, &b.Skipped)
 	if err := a.advanceCompensation(b); err != nil {
 		return err
@@ -380,12 +390,12 @@ func (a *applier) jobSkipped(o *op, d *events.JobSkipped) error {
 }
 
 // countFinal counts a job's final outcome in counter. A parallel batch that
-// stops running, because it failed or was cancelled, counts its undispatched
-// jobs as skipped at once. A dispatcher may have published such a job before
-// it could record that, and then the job's own outcome replaces the skip, so
-// the counters never exceed the total.
+// stops running, because it failed or was cancelled, counts the jobs from
+// its Dispatching mark on as skipped at once. Dispatchers never publish
+// those, but should an outcome for one arrive all the same, it replaces the
+// skip, so the counters never exceed the total.
 func countFinal(b *store.Batch, j *store.Job, counter *int) {
-	if b.Type == events.Parallel && b.Status != events.StatusRunning && j.Position >= b.Dispatched {
+	if b.Type == events.Parallel && b.Status != events.StatusRunning && j.Position >= b.Dispatching && b.Skipped > 0 {
 		b.Skipped--
 	}
 	*counter++

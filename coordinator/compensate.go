@@ -72,29 +72,42 @@ func (a *applier) advanceCompensation(b *store.Batch) error {
 }
 
 // walkFrom queues the compensation of the highest compensable job below
-// position before, or ends the walk when there is none.
+// position before, or ends the walk when there is none. A compensation that
+// fails at once, because its work would not fit in a message, does not stop
+// the walk: it goes on below that job.
 func (a *applier) walkFrom(b *store.Batch, before int) error {
-	j, err := a.tx.PrevCompensable(a.ctx, b.ID, before)
-	if errors.Is(err, store.ErrNotFound) {
-		b.Walk = store.WalkDone
-		return nil
+	for {
+		j, err := a.tx.PrevCompensable(a.ctx, b.ID, before)
+		if errors.Is(err, store.ErrNotFound) {
+			b.Walk = store.WalkDone
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		queued, err := a.queueCompensation(b, j, b.Error)
+		if err != nil {
+			return err
+		}
+		if queued {
+			b.Walk = store.WalkRunning
+			b.WalkPosition = j.Position
+			return nil
+		}
+		before = j.Position
 	}
-	if err != nil {
-		return err
-	}
-	b.Walk = store.WalkRunning
-	b.WalkPosition = j.Position
-	return a.queueCompensation(b, j, b.Error)
 }
 
 // queueCompensation stores that j's compensation is queued and emits its
-// work message; trigger is the error that made it necessary.
-func (a *applier) queueCompensation(b *store.Batch, j *store.Job, trigger string) error {
+// work message; trigger is the error that made it necessary. It reports
+// false when the compensation failed at once instead, because its work
+// message would exceed the size limit.
+func (a *applier) queueCompensation(b *store.Batch, j *store.Job, trigger string) (bool, error) {
 	msg, err := a.c.compensationMessage(b, j, 1, trigger)
 	if err != nil {
 		var tooLarge *tooLargeError
 		if !errors.As(err, &tooLarge) {
-			return err
+			return false, err
 		}
 		a.c.log.Error("compensation not queued", "batch_id", b.ID, "job_id", j.ID, "error", tooLarge.Error())
 		j.CompensationStatus = events.CompensationStatusFailed
@@ -102,14 +115,14 @@ func (a *applier) queueCompensation(b *store.Batch, j *store.Job, trigger string
 		a.tx.SaveJob(j)
 		b.CompensationTotal++
 		b.CompensationFailed++
-		return nil
+		return false, nil
 	}
 	j.CompensationStatus = events.CompensationStatusQueued
 	j.CompensationAttempt = 1
 	a.tx.SaveJob(j)
 	b.CompensationTotal++
 	a.tx.Emit(b.ID, msg)
-	return nil
+	return true, nil
 }
 
 func (a *applier) compensationOutcome(o *op, d *events.CompensationOutcome) error {
@@ -191,7 +204,7 @@ func (a *applier) cancel(batchID, reason string) (*store.Batch, error) {
 	if b.Type == events.Chain {
 		b.Skipped += b.Total - b.Current - 1
 	} else {
-		b.Skipped += b.Total - b.Dispatched
+		b.Skipped += b.Total - b.Dispatching
 	}
 	a.tx.Emit(b.ID, a.c.cancelledMarker(b, reason))
 	if err := a.startCompensating(b); err != nil {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
@@ -62,27 +63,69 @@ func (c *Coordinator) dispatchLoop(ctx context.Context) error {
 	}
 }
 
-// dispatchBatch publishes the work of a parallel batch in chunks and records
-// after each chunk how far it got. A crash between publish and record
-// publishes the chunk again; the stream drops the copies by message id.
+// dispatchBatch publishes the work of a parallel batch in chunks. For each
+// chunk it first raises the batch's Dispatching mark, then publishes, then
+// raises Dispatched. A batch that fails or is cancelled counts the jobs from
+// Dispatching on as never published, so the mark must lead the publish. A
+// crash between the marks leaves positions that may or may not be
+// published; the next dispatch publishes them again, and the stream drops
+// the copies by message id.
 func (c *Coordinator) dispatchBatch(ctx context.Context, id string) error {
 	for {
 		b, err := c.store.Batch(ctx, id)
 		if err != nil {
 			return err
 		}
-		if b.Status != events.StatusRunning || b.Type != events.Parallel || b.Dispatched >= b.Total {
+		if b.Type != events.Parallel {
 			return nil
 		}
-		jobs, err := c.store.Jobs(ctx, id, b.Dispatched-1, c.cfg.DispatchChunk)
+		if b.Dispatched < b.Dispatching {
+			if err := c.publishRange(ctx, b, b.Dispatched, b.Dispatching); err != nil {
+				return err
+			}
+			continue
+		}
+		if b.Status != events.StatusRunning || b.Dispatching >= b.Total {
+			return nil
+		}
+		if err := c.raiseDispatching(ctx, id, b.Dispatching, min(b.Dispatching+c.cfg.DispatchChunk, b.Total)); err != nil {
+			return err
+		}
+	}
+}
+
+// raiseDispatching moves the Dispatching mark of a running batch from from
+// to to. It changes nothing when the batch moved on meanwhile; the caller
+// reads the batch again either way.
+func (c *Coordinator) raiseDispatching(ctx context.Context, id string, from, to int) error {
+	_, err := c.store.Update(ctx, []string{id}, func(tx store.Tx) error {
+		b, err := tx.Batch(id)
+		if err != nil {
+			return err
+		}
+		if b.Status != events.StatusRunning || b.Dispatching != from || b.Dispatched != from {
+			return nil
+		}
+		b.Dispatching = to
+		tx.SaveBatch(b)
+		return nil
+	})
+	return err
+}
+
+// publishRange publishes the work of the jobs at positions from to to-1
+// that have not reported yet, and then raises Dispatched to to.
+func (c *Coordinator) publishRange(ctx context.Context, b *store.Batch, from, to int) error {
+	var tooLarge []*store.Job
+	for from < to {
+		jobs, err := c.store.Jobs(ctx, b.ID, from-1, min(to-from, c.cfg.DispatchChunk))
 		if err != nil {
 			return err
 		}
 		if len(jobs) == 0 {
-			return errors.New("no jobs stored after the dispatched ones")
+			return fmt.Errorf("batch %s stores no jobs from position %d, below its mark %d", b.ID, from, to)
 		}
 		msgs := make([]events.Message, 0, len(jobs))
-		var tooLarge []*store.Job
 		for _, j := range jobs {
 			if j.Status != events.JobStatusPending {
 				continue // it reported already, so its work was published
@@ -106,15 +149,13 @@ func (c *Coordinator) dispatchBatch(ctx context.Context, id string) error {
 		if n < len(msgs) {
 			return errors.New("not every work message was published")
 		}
-		through := jobs[len(jobs)-1].Position + 1
-		if err := c.recordDispatched(ctx, id, through, tooLarge); err != nil {
-			return err
-		}
+		from = jobs[len(jobs)-1].Position + 1
 	}
+	return c.recordDispatched(ctx, b.ID, to, tooLarge)
 }
 
-// recordDispatched moves the dispatch mark of a batch forward and fails the
-// jobs whose work did not fit in a message.
+// recordDispatched raises the Dispatched mark of a batch and fails the jobs
+// whose work did not fit in a message.
 func (c *Coordinator) recordDispatched(ctx context.Context, id string, through int, tooLarge []*store.Job) error {
 	var a *applier
 	msgs, err := c.store.Update(ctx, []string{id}, func(tx store.Tx) error {
@@ -123,9 +164,7 @@ func (c *Coordinator) recordDispatched(ctx context.Context, id string, through i
 		if err != nil {
 			return err
 		}
-		if b.Dispatched >= through || b.Status != events.StatusRunning {
-			// A batch that stopped running counted its undispatched jobs
-			// as skipped with the old mark, so the mark must stay.
+		if b.Dispatched >= through {
 			return nil
 		}
 		b.Dispatched = through

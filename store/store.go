@@ -54,8 +54,9 @@ type Store interface {
 	// order they were stored, without per-job failure callbacks.
 	Callbacks(ctx context.Context, batchID string) ([]*Job, error)
 
-	// Undispatched returns the ids of up to limit parallel batches that are
-	// not final and have jobs whose work is not yet published.
+	// Undispatched returns the ids of up to limit parallel batches that a
+	// dispatcher has work on: running ones with Dispatching below Total,
+	// and any with Dispatched below Dispatching.
 	Undispatched(ctx context.Context, limit int) ([]string, error)
 
 	// Outbox returns up to limit outbox messages created before cutoff,

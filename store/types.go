@@ -24,9 +24,13 @@ type Batch struct {
 	Completed int
 	Failed    int
 	Skipped   int
-	// Dispatched is the number of leading positions of a parallel batch
-	// whose work is published.
-	Dispatched int
+	// Dispatching and Dispatched mark how far the work of a parallel batch
+	// is published: positions below Dispatched are, positions from
+	// Dispatching on are not, and positions between them may be, because
+	// a dispatcher raises Dispatching before it publishes and Dispatched
+	// after.
+	Dispatching int
+	Dispatched  int
 	// Current is the position of a chain's step in flight.
 	Current int
 	// Walk is the state of the walk that runs compensations one at a time

@@ -16,6 +16,8 @@ func chunkKey(batchID string, first, count int) string {
 
 func additionKey(batchID, addID string) string { return "a." + batchID + "." + addID }
 
+func indexKey(batchID string, first int) string { return "x." + batchID + "." + strconv.Itoa(first) }
+
 func outboxKey(batchID string, seq int64) string {
 	return "o." + batchID + "." + strconv.FormatInt(seq, 10)
 }

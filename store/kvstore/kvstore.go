@@ -37,6 +37,7 @@ const (
 	DefaultBucket       = "batchq"
 	DefaultChunkCache   = 256
 	DefaultMaxRejected  = 1000
+	DefaultRecordChunks = 1000
 	defaultUpdateRetry  = 50
 	maxAtomicBatchSize  = 1000
 	maxDirectGetSubject = 1000
@@ -55,6 +56,10 @@ type Config struct {
 	ChunkCache int
 	// MaxRejected bounds how many rejected events are kept. Default 1000.
 	MaxRejected int
+	// RecordChunks bounds the chunk references kept in a batch record
+	// before they move to an index key, so the record stays small however
+	// many additions a batch gets. Default 1000, about 26 kB.
+	RecordChunks int
 	// Logger receives retries and errors that the store handles itself.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -73,6 +78,9 @@ func (c *Config) setDefaults() {
 	if c.MaxRejected == 0 {
 		c.MaxRejected = DefaultMaxRejected
 	}
+	if c.RecordChunks == 0 {
+		c.RecordChunks = DefaultRecordChunks
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -88,6 +96,9 @@ type Store struct {
 	log    *slog.Logger
 
 	chunks *chunkCache
+
+	indexMu sync.Mutex
+	index   map[string][]chunkRef
 
 	rejectedMu sync.Mutex
 }
@@ -130,6 +141,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		prefix: "$KV." + cfg.Bucket + ".",
 		log:    cfg.Logger,
 		chunks: newChunkCache(cfg.ChunkCache),
+		index:  make(map[string][]chunkRef),
 	}, nil
 }
 

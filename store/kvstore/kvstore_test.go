@@ -20,6 +20,9 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, err := kvstore.New(context.Background(), nc, kvstore.Config{
 			Bucket: fmt.Sprintf("test%d", bucketSeq.Add(1)),
+			// Few references per record, so that ManyAdditions moves
+			// them to index keys many times.
+			RecordChunks: 16,
 		})
 		if err != nil {
 			t.Fatalf("kvstore.New: %v", err)

@@ -3,6 +3,7 @@ package kvstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -35,10 +36,21 @@ func (s *Store) StageJobs(ctx context.Context, batchID string, chunk int, jobs [
 		return fmt.Errorf("kvstore: encode chunk %d of batch %s: %w", chunk, batchID, err)
 	}
 	key := chunkKey(batchID, first, len(jobs))
-	if _, err := s.kv.Put(ctx, key, data); err != nil {
+	existing, err := s.get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if existing.exists {
+		return nil // staged before: a chunk never changes once written
+	}
+	if b, err := s.get(ctx, batchKey(batchID)); err != nil {
+		return err
+	} else if b.exists {
+		return fmt.Errorf("kvstore: chunk %d of batch %s arrived after the batch was stored: %w", chunk, batchID, store.ErrExists)
+	}
+	if _, err := s.kv.Create(ctx, key, data); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("kvstore: stage chunk %d of batch %s: %w", chunk, batchID, err)
 	}
-	s.chunks.put(key, specs)
 	return nil
 }
 
@@ -158,13 +170,13 @@ func (s *Store) Outbox(ctx context.Context, cutoff time.Time, limit int) ([]stor
 		if !e.exists {
 			continue
 		}
-		var m store.OutboxMessage
-		if err := json.Unmarshal(e.data, &m); err != nil {
+		var r outboxRecord
+		if err := json.Unmarshal(e.data, &r); err != nil {
 			s.log.Error("kvstore: unreadable outbox message, skipping it", "key", k, "error", err)
 			continue
 		}
-		if m.CreatedAt.Before(cutoff) {
-			out = append(out, m)
+		if r.CreatedAt.Before(cutoff) {
+			out = append(out, r.message())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })

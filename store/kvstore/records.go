@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
@@ -18,8 +19,13 @@ import (
 // batchRecord is the value of a batch key.
 type batchRecord struct {
 	Batch *store.Batch `json:"batch"`
-	// Chunks lists the chunk keys of the batch, ordered by first position.
+	// Chunks lists the newest chunk keys of the batch, ordered by first
+	// position. Older ones move to index keys listed in Sealed, so the
+	// record stays small however many additions a batch gets.
 	Chunks []chunkRef `json:"chunks"`
+	// Sealed lists index keys of older chunk references, ordered by first
+	// position; they come before Chunks.
+	Sealed []sealedRefs `json:"sealed,omitempty"`
 	// OutboxSeq numbers the batch's outbox keys.
 	OutboxSeq int64 `json:"outbox_seq"`
 }
@@ -29,14 +35,79 @@ type chunkRef struct {
 	Count int `json:"count"`
 }
 
-// chunkFor returns the chunk that holds position, or false.
-func (r *batchRecord) chunkFor(position int) (chunkRef, bool) {
-	i := sort.Search(len(r.Chunks), func(i int) bool { return r.Chunks[i].First > position }) - 1
+// sealedRefs names an index key that holds chunk references for the
+// positions from First to End-1.
+type sealedRefs struct {
+	First int    `json:"first"`
+	End   int    `json:"end"`
+	Key   string `json:"key"`
+}
+
+// end returns the position after the last stored job.
+func (r *batchRecord) end() int {
+	if n := len(r.Chunks); n > 0 {
+		return r.Chunks[n-1].First + r.Chunks[n-1].Count
+	}
+	if n := len(r.Sealed); n > 0 {
+		return r.Sealed[n-1].End
+	}
+	return 0
+}
+
+// findChunk returns the chunk in refs that holds position, or false.
+func findChunk(refs []chunkRef, position int) (chunkRef, bool) {
+	i := sort.Search(len(refs), func(i int) bool { return refs[i].First > position }) - 1
 	if i < 0 {
 		return chunkRef{}, false
 	}
-	c := r.Chunks[i]
+	c := refs[i]
 	return c, position < c.First+c.Count
+}
+
+// locate returns the chunk of rec that holds position, reading a sealed
+// index key when the position is older than the record's own references.
+func (s *Store) locate(ctx context.Context, rec *batchRecord, position int) (chunkRef, bool, error) {
+	if len(rec.Chunks) > 0 && position >= rec.Chunks[0].First {
+		c, ok := findChunk(rec.Chunks, position)
+		return c, ok, nil
+	}
+	i := sort.Search(len(rec.Sealed), func(i int) bool { return rec.Sealed[i].End > position })
+	if i == len(rec.Sealed) || position < rec.Sealed[i].First {
+		return chunkRef{}, false, nil
+	}
+	refs, err := s.sealedRefs(ctx, rec.Sealed[i].Key)
+	if err != nil {
+		return chunkRef{}, false, err
+	}
+	c, ok := findChunk(refs, position)
+	return c, ok, nil
+}
+
+// sealedRefs reads an index key, which never changes once written.
+func (s *Store) sealedRefs(ctx context.Context, key string) ([]chunkRef, error) {
+	s.indexMu.Lock()
+	refs, ok := s.index[key]
+	s.indexMu.Unlock()
+	if ok {
+		return refs, nil
+	}
+	e, err := s.get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if !e.exists {
+		return nil, fmt.Errorf("kvstore: index key %s is missing", key)
+	}
+	if err := json.Unmarshal(e.data, &refs); err != nil {
+		return nil, fmt.Errorf("kvstore: decode index key %s: %w", key, err)
+	}
+	s.indexMu.Lock()
+	if len(s.index) >= s.cfg.ChunkCache {
+		clear(s.index)
+	}
+	s.index[key] = refs
+	s.indexMu.Unlock()
+	return refs, nil
 }
 
 // entry is the last message of a key.
@@ -186,7 +257,10 @@ func (s *Store) jobs(ctx context.Context, rec *batchRecord, ids []string) (map[s
 		if err != nil || strconv.Itoa(pos) != id {
 			continue // callbacks exist only as job keys
 		}
-		c, ok := rec.chunkFor(pos)
+		c, ok, err := s.locate(ctx, rec, pos)
+		if err != nil {
+			return nil, nil, err
+		}
 		if !ok {
 			continue
 		}
@@ -239,6 +313,44 @@ func withState(j, state *store.Job) {
 	j.CompensationStatus = state.CompensationStatus
 	j.CompensationAttempt = state.CompensationAttempt
 	j.CompensationError = state.CompensationError
+}
+
+// outboxRecord is the value of an outbox key. An event's body is JSON and
+// is kept as it is; base64, which a []byte field would get, would make an
+// entry a third larger than the message it carries.
+type outboxRecord struct {
+	Subject   string          `json:"subject"`
+	ID        string          `json:"id"`
+	Type      events.Type     `json:"type,omitempty"`
+	BatchID   string          `json:"batch_id"`
+	CreatedAt time.Time       `json:"created_at"`
+	Key       string          `json:"key"`
+	Body      json.RawMessage `json:"body,omitempty"`
+	// Raw holds a body that is not JSON.
+	Raw []byte `json:"raw,omitempty"`
+}
+
+func newOutboxRecord(m store.OutboxMessage) outboxRecord {
+	r := outboxRecord{Subject: m.Subject, ID: m.ID, Type: m.Type, BatchID: m.BatchID, CreatedAt: m.CreatedAt, Key: m.Key}
+	if json.Valid(m.Data) {
+		r.Body = m.Data
+	} else {
+		r.Raw = m.Data
+	}
+	return r
+}
+
+func (r outboxRecord) message() store.OutboxMessage {
+	data := []byte(r.Body)
+	if r.Raw != nil {
+		data = r.Raw
+	}
+	return store.OutboxMessage{
+		Message:   events.Message{Subject: r.Subject, ID: r.ID, Type: r.Type, Data: data},
+		BatchID:   r.BatchID,
+		CreatedAt: r.CreatedAt,
+		Key:       r.Key,
+	}
 }
 
 // chunkJob is one job spec inside a chunk value.

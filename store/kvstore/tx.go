@@ -301,9 +301,8 @@ func (t *tx) InsertJobs(ctx context.Context, batchID string, jobs []*store.Job) 
 		bt.jobRevs[j.ID] = 0
 	}
 	if len(chunk) > 0 {
-		end := bt.rec.Chunks[len(bt.rec.Chunks)-1:]
-		if len(end) == 1 && end[0].First+end[0].Count != first {
-			return fmt.Errorf("kvstore: added jobs start at position %d, not after the last stored job", first)
+		if end := bt.rec.end(); end != first {
+			return fmt.Errorf("kvstore: added jobs start at position %d, not at %d after the last stored job", first, end)
 		}
 		ref := chunkRef{First: first, Count: len(chunk)}
 		bt.newChunks = append(bt.newChunks, chunkWrite{ref: ref, jobs: chunk})
@@ -448,6 +447,15 @@ func (t *tx) batchMessages(id string, bt *batchTx) ([]*nats.Msg, []store.OutboxM
 			return nil, nil, err
 		}
 	}
+	if len(bt.rec.Chunks) > t.s.cfg.RecordChunks {
+		refs := bt.rec.Chunks
+		key := indexKey(id, refs[0].First)
+		if err := put(key, refs, &zero); err != nil {
+			return nil, nil, err
+		}
+		bt.rec.Sealed = append(bt.rec.Sealed, sealedRefs{First: refs[0].First, End: bt.rec.end(), Key: key})
+		bt.rec.Chunks = nil
+	}
 	for _, a := range bt.additions {
 		if err := put(additionKey(id, a.ID), a, &zero); err != nil {
 			return nil, nil, err
@@ -470,7 +478,7 @@ func (t *tx) batchMessages(id string, bt *batchTx) ([]*nats.Msg, []store.OutboxM
 		bt.rec.OutboxSeq++
 		key := outboxKey(id, bt.rec.OutboxSeq)
 		om := store.OutboxMessage{Message: m, BatchID: id, CreatedAt: now, Key: key}
-		if err := put(key, om, nil); err != nil {
+		if err := put(key, newOutboxRecord(om), nil); err != nil {
 			return nil, nil, err
 		}
 		out = append(out, om)
@@ -515,6 +523,11 @@ func finishedAt(b *store.Batch, now time.Time) time.Time {
 	return now
 }
 
+// undispatched reports whether a dispatcher has work on b: publishing more
+// of a running batch, or finishing a publish that may have been cut off.
 func undispatched(b *store.Batch) bool {
-	return b != nil && b.ID != "" && b.Type == events.Parallel && !b.Status.Final() && b.Dispatched < b.Total
+	if b == nil || b.ID == "" || b.Type != events.Parallel {
+		return false
+	}
+	return (b.Status == events.StatusRunning && b.Dispatching < b.Total) || b.Dispatched < b.Dispatching
 }

@@ -16,7 +16,7 @@ import (
 // insertBatchSQL inserts a batch row. A row that a concurrent update
 // inserted first is left alone, and flush reports store.ErrConflict.
 const insertBatchSQL = `INSERT INTO {schema}.batches (` + batchColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
 	ON CONFLICT (id) DO NOTHING`
 
 // updateBatchSQL writes a batch row if its version and status are still the
@@ -25,11 +25,11 @@ const insertBatchSQL = `INSERT INTO {schema}.batches (` + batchColumns + `)
 // writer that bypassed the row lock.
 const updateBatchSQL = `UPDATE {schema}.batches SET
 		type = $2, status = $3, queue_name = $4, queue = $5, context = $6, options = $7,
-		total = $8, completed = $9, failed = $10, skipped = $11, dispatched = $12, current = $13,
-		walk = $14, walk_position = $15, error = $16,
-		compensation_total = $17, compensation_completed = $18, compensation_failed = $19, cancelled = $20,
-		created_at = $21, updated_at = $22, finished_at = $23, version = $24
-	WHERE id = $1 AND version = $25 AND status = $26`
+		total = $8, completed = $9, failed = $10, skipped = $11, dispatching = $12, dispatched = $13, current = $14,
+		walk = $15, walk_position = $16, error = $17,
+		compensation_total = $18, compensation_completed = $19, compensation_failed = $20, cancelled = $21,
+		created_at = $22, updated_at = $23, finished_at = $24, version = $25
+	WHERE id = $1 AND version = $26 AND status = $27`
 
 // updateJobsSQL writes the state of many jobs with one statement. A row
 // whose status, attempt or compensation status is no longer the one the
@@ -124,7 +124,7 @@ func (t *tx) queueBatchWrite(batch *pgx.Batch, id string, bs *batchState, now ti
 		return nil, fmt.Errorf("pgstore: encode options of batch %s: %w", id, err)
 	}
 	values := []any{b.ID, string(b.Type), string(b.Status), b.QueueName, b.Queue, []byte(b.Context), options,
-		b.Total, b.Completed, b.Failed, b.Skipped, b.Dispatched, b.Current, string(b.Walk), b.WalkPosition, b.Error,
+		b.Total, b.Completed, b.Failed, b.Skipped, b.Dispatching, b.Dispatched, b.Current, string(b.Walk), b.WalkPosition, b.Error,
 		b.CompensationTotal, b.CompensationCompleted, b.CompensationFailed, b.Cancelled,
 		b.CreatedAt, b.UpdatedAt, b.FinishedAt, b.Version}
 

@@ -216,12 +216,11 @@ func (s *Store) Undispatched(ctx context.Context, limit int) ([]string, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	// The WHERE clause repeats the predicate of batches_undispatched_idx so
-	// that the planner can use the index.
+	// The WHERE clause repeats the predicate of batches_dispatch_work_idx
+	// so that the planner can use the index.
 	rows, err := s.pool.Query(ctx, s.sql(`SELECT id FROM {schema}.batches
 		WHERE type = 'parallel'
-		  AND status NOT IN ('completed', 'failed', 'cancelled')
-		  AND dispatched < total
+		  AND ((status = 'running' AND dispatching < total) OR dispatched < dispatching)
 		ORDER BY id
 		LIMIT $1`), limit)
 	if err != nil {

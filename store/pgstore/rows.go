@@ -12,7 +12,7 @@ import (
 
 // batchColumns lists the columns that scanBatch reads, in its order.
 const batchColumns = `id, type, status, queue_name, queue, context, options,
-	total, completed, failed, skipped, dispatched, current, walk, walk_position, error,
+	total, completed, failed, skipped, dispatching, dispatched, current, walk, walk_position, error,
 	compensation_total, compensation_completed, compensation_failed, cancelled,
 	created_at, updated_at, finished_at, version`
 
@@ -25,6 +25,7 @@ func scanBatch(row pgx.Row) (*store.Batch, error) {
 		total, completed    int32
 		failed, skipped     int32
 		dispatched, current int32
+		dispatching         int32
 		walkPosition        int32
 		compTotal           int32
 		compCompleted       int32
@@ -32,7 +33,7 @@ func scanBatch(row pgx.Row) (*store.Batch, error) {
 		finishedAt          *time.Time
 	)
 	err := row.Scan(&b.ID, &typ, &status, &b.QueueName, &b.Queue, &context, &options,
-		&total, &completed, &failed, &skipped, &dispatched, &current, &walk, &walkPosition, &b.Error,
+		&total, &completed, &failed, &skipped, &dispatching, &dispatched, &current, &walk, &walkPosition, &b.Error,
 		&compTotal, &compCompleted, &compFailed, &b.Cancelled,
 		&b.CreatedAt, &b.UpdatedAt, &finishedAt, &b.Version)
 	if err != nil {
@@ -49,6 +50,7 @@ func scanBatch(row pgx.Row) (*store.Batch, error) {
 	b.Completed = int(completed)
 	b.Failed = int(failed)
 	b.Skipped = int(skipped)
+	b.Dispatching = int(dispatching)
 	b.Dispatched = int(dispatched)
 	b.Current = int(current)
 	b.Walk = store.WalkState(walk)

@@ -49,6 +49,8 @@ func Run(t *testing.T, open Opener) {
 		{"Prune", testPrune},
 		{"ExactBytes", testExactBytes},
 		{"LargeBatch", testLargeBatch},
+		{"ManyAdditions", testManyAdditions},
+		{"LateChunk", testLateChunk},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,7 +292,7 @@ func testUpdateCommits(t *testing.T, s store.Store) {
 			return err
 		}
 		bb.Completed++
-		bb.Dispatched = 3
+		bb.Dispatching, bb.Dispatched = 3, 3
 		tx.SaveBatch(bb)
 		return nil
 	})
@@ -301,8 +303,8 @@ func testUpdateCommits(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Completed != 1 || got.Dispatched != 3 {
-		t.Errorf("batch completed %d dispatched %d, want 1 and 3", got.Completed, got.Dispatched)
+	if got.Completed != 1 || got.Dispatching != 3 || got.Dispatched != 3 {
+		t.Errorf("batch completed %d dispatching %d dispatched %d, want 1, 3 and 3", got.Completed, got.Dispatching, got.Dispatched)
 	}
 	if got.Version != b.Version+1 {
 		t.Errorf("Version = %d, want %d", got.Version, b.Version+1)
@@ -841,17 +843,40 @@ func testUndispatched(t *testing.T, s store.Store) {
 	if has(c.ID) {
 		t.Error("chain batch is listed as undispatched")
 	}
-	_, err := s.Update(ctx, []string{p.ID}, func(tx store.Tx) error {
-		bb, _ := tx.Batch(p.ID)
-		bb.Dispatched = 3
-		tx.SaveBatch(bb)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	set := func(id string, change func(*store.Batch)) {
+		t.Helper()
+		_, err := s.Update(ctx, []string{id}, func(tx store.Tx) error {
+			bb, err := tx.Batch(id)
+			if err != nil {
+				return err
+			}
+			change(bb)
+			tx.SaveBatch(bb)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
+	set(p.ID, func(b *store.Batch) { b.Dispatching = 3 })
+	if !has(p.ID) {
+		t.Error("a batch with a publish in flight is not listed")
+	}
+	set(p.ID, func(b *store.Batch) { b.Dispatched = 3 })
 	if has(p.ID) {
 		t.Error("fully dispatched batch is still listed")
+	}
+
+	// A batch that stopped is listed only while a publish may have been
+	// cut off.
+	f := createBatch(t, s, events.Parallel, 5, 5)
+	set(f.ID, func(b *store.Batch) { b.Dispatching, b.Dispatched, b.Status = 4, 2, events.StatusCompensating })
+	if !has(f.ID) {
+		t.Error("a stopped batch with a cut-off publish is not listed")
+	}
+	set(f.ID, func(b *store.Batch) { b.Dispatched = 4 })
+	if has(f.ID) {
+		t.Error("a stopped batch with nothing in flight is listed")
 	}
 }
 
@@ -1054,5 +1079,74 @@ func testLargeBatch(t *testing.T, s store.Store) {
 	}
 	if seen != 20000 {
 		t.Errorf("read %d jobs, want 20000", seen)
+	}
+}
+
+// testManyAdditions adds 300 jobs one addition at a time, as a crawler that
+// finds one link per page would, and reads them all back. A store that
+// keeps per-addition bookkeeping must keep it bounded.
+func testManyAdditions(t *testing.T, s store.Store) {
+	if testing.Short() {
+		t.Skip("many additions skipped in -short mode")
+	}
+	ctx := ctxFor(t)
+	b := createBatch(t, s, events.Parallel, 1, 1)
+	const n = 300
+	for i := range n {
+		_, err := s.Update(ctx, []string{b.ID}, func(tx store.Tx) error {
+			bb, err := tx.Batch(b.ID)
+			if err != nil {
+				return err
+			}
+			jobs := specJobs(b.ID, bb.Total, 1)
+			if err := tx.InsertJobs(ctx, b.ID, jobs); err != nil {
+				return err
+			}
+			if err := tx.RecordAddition(ctx, b.ID, store.Addition{ID: fmt.Sprintf("0.%d", i), FirstPosition: bb.Total, Count: 1}); err != nil {
+				return err
+			}
+			bb.Total++
+			tx.SaveBatch(bb)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("addition %d: %v", i, err)
+		}
+	}
+	jobs, err := s.Jobs(ctx, b.ID, -1, n+10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != n+1 {
+		t.Fatalf("Jobs returned %d, want %d", len(jobs), n+1)
+	}
+	for i, j := range jobs {
+		if j.Position != i || string(j.Args) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("job %d = position %d args %s", i, j.Position, j.Args)
+		}
+	}
+	for _, id := range []string{"1", "17", "150", strconv.Itoa(n)} {
+		if _, err := s.Job(ctx, b.ID, id); err != nil {
+			t.Errorf("Job(%s): %v", id, err)
+		}
+	}
+}
+
+// testLateChunk stages a chunk for a batch that is already stored. The
+// chunk the batch was created from may be staged again and changes
+// nothing; a chunk the batch never had is rejected with ErrExists.
+func testLateChunk(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	b := createBatch(t, s, events.Parallel, 2, 2)
+	again := specJobs(b.ID, 0, 2)
+	again[0].Name = "renamed"
+	if err := s.StageJobs(ctx, b.ID, 0, again); err != nil {
+		t.Errorf("staging the batch's own chunk again: %v", err)
+	}
+	if j, _ := s.Job(ctx, b.ID, "0"); j == nil || j.Name != "job" {
+		t.Errorf("job 0 after a late chunk = %+v, want it unchanged", j)
+	}
+	if err := s.StageJobs(ctx, b.ID, 1, specJobs(b.ID, 2, 1)); !errors.Is(err, store.ErrExists) {
+		t.Errorf("staging a new chunk for a stored batch: %v, want ErrExists", err)
 	}
 }
