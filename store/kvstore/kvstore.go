@@ -127,10 +127,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("kvstore: open stream %s: %w", streamName, err)
 	}
 	conf := stream.CachedInfo().Config
-	if !conf.AllowAtomicPublish {
+	if !conf.AllowAtomicPublish || !conf.AllowMsgTTL {
 		conf.AllowAtomicPublish = true
+		conf.AllowMsgTTL = true
 		if _, err := js.UpdateStream(ctx, conf); err != nil {
-			return nil, fmt.Errorf("kvstore: enable atomic publish on stream %s (needs nats-server 2.12 or later): %w", streamName, err)
+			return nil, fmt.Errorf("kvstore: enable atomic publish and message TTLs on stream %s (needs nats-server 2.12 or later): %w", streamName, err)
 		}
 	}
 	return &Store{
@@ -148,6 +149,21 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 // Close releases nothing: the NATS connection belongs to the caller.
 func (s *Store) Close() error {
 	return nil
+}
+
+// tombstoneTTL is how long a delete marker of an outbox or dispatch marker
+// key stays in the stream. Those keys are never written again, so their
+// markers only cost the listings that skip them; they expire instead of
+// piling up until the batch is pruned.
+const tombstoneTTL = "60s"
+
+// newTombstone returns a delete marker for key that expires after
+// tombstoneTTL.
+func (s *Store) newTombstone(key string) *nats.Msg {
+	m := nats.NewMsg(s.prefix + key)
+	m.Header.Set("KV-Operation", "DEL")
+	m.Header.Set(jetstream.MsgTTLHeader, tombstoneTTL)
+	return m
 }
 
 // isConflict reports whether err is a failed revision check.

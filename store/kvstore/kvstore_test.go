@@ -10,6 +10,7 @@ import (
 	"github.com/batchq/batchq/store"
 	"github.com/batchq/batchq/store/kvstore"
 	"github.com/batchq/batchq/store/storetest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var bucketSeq atomic.Int64
@@ -30,4 +31,38 @@ func TestConformance(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// TestOutboxTombstonesExpire deletes outbox messages and checks that their
+// delete markers carry a TTL, so listings do not scan them forever.
+func TestOutboxTombstonesExpire(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	ctx := context.Background()
+	s, err := kvstore.New(ctx, nc, kvstore.Config{Bucket: "tombstones"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "KV_tombstones")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := stream.CachedInfo().Config; !cfg.AllowMsgTTL || !cfg.AllowAtomicPublish {
+		t.Fatalf("bucket stream allows TTLs %v and atomic publish %v, want both", cfg.AllowMsgTTL, cfg.AllowAtomicPublish)
+	}
+	msg := store.OutboxMessage{Key: "o.b1.1", BatchID: "b1"}
+	if err := s.DeleteOutbox(ctx, []store.OutboxMessage{msg}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := stream.GetLastMsgForSubject(ctx, "$KV.tombstones.o.b1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw.Header.Get("KV-Operation") != "DEL" || raw.Header.Get(jetstream.MsgTTLHeader) == "" {
+		t.Errorf("delete marker headers = %v, want KV-Operation DEL with a TTL", raw.Header)
+	}
 }

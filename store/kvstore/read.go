@@ -11,7 +11,6 @@ import (
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -189,9 +188,7 @@ func (s *Store) Outbox(ctx context.Context, cutoff time.Time, limit int) ([]stor
 // DeleteOutbox implements store.Store.
 func (s *Store) DeleteOutbox(ctx context.Context, msgs []store.OutboxMessage) error {
 	for _, m := range msgs {
-		msg := nats.NewMsg(s.prefix + m.Key)
-		msg.Header.Set("KV-Operation", "DEL")
-		if _, err := s.js.PublishMsgAsync(msg); err != nil {
+		if _, err := s.js.PublishMsgAsync(s.newTombstone(m.Key)); err != nil {
 			return fmt.Errorf("kvstore: delete outbox message %s: %w", m.Key, err)
 		}
 	}

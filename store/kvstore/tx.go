@@ -497,9 +497,7 @@ func (t *tx) batchMessages(id string, bt *batchTx) ([]*nats.Msg, []store.OutboxM
 		}
 	}
 	if wasUndispatched && !isUndispatched {
-		m := nats.NewMsg(t.s.prefix + undispatchedKey(id))
-		m.Header.Set("KV-Operation", "DEL")
-		msgs = append(msgs, m)
+		msgs = append(msgs, t.s.newTombstone(undispatchedKey(id)))
 	}
 	if !bt.created {
 		b.Version++
