@@ -29,7 +29,7 @@ func Dev(env Env, name string, args []string) int {
 		dataDir   string
 		sync      embedded.SyncPolicy
 		port      int
-		retention = fs.Duration("retention", 0, "how long finished batches are kept before they are removed, for example 168h, or 0 to keep them")
+		retention = fs.Duration("retention", DefaultRetention, "how long finished batches are kept before they are removed, or 0 to keep them")
 		verbose   = fs.Bool("verbose", false, "also write the NATS server's own log to stderr")
 		workers   workerOptions
 		queues    queueList

@@ -20,6 +20,11 @@ import (
 // when neither --nats-url nor BATCHQ_NATS_URL is set.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
 
+// DefaultRetention is how long the coordinator commands keep finished
+// batches unless --retention says otherwise: a week, as long as the events
+// stream keeps the events that describe them.
+const DefaultRetention = 7 * 24 * time.Hour
+
 // openTimeout bounds the start-up requests to NATS, such as creating the
 // store's bucket.
 const openTimeout = 30 * time.Second
@@ -75,7 +80,7 @@ func Coordinator(env Env, name string, args []string) int {
 	addNATSFlag(fs, env, &url)
 	addStoreFlags(fs, env, &stores)
 	addMetricsFlag(fs, &metrics)
-	fs.DurationVar(&retention, "retention", 0, "how long finished batches are kept before they are removed, for example 168h, or 0 to keep them")
+	fs.DurationVar(&retention, "retention", DefaultRetention, "how long finished batches are kept before they are removed, or 0 to keep them")
 	addLogFlag(fs, &level)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
