@@ -111,15 +111,24 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "batchq batch and job state",
-		History:     1,
-		Replicas:    cfg.Replicas,
-		Storage:     cfg.Storage,
-	})
+	// An existing bucket is opened as it is: updating it from a plain
+	// key-value config would try to turn off message TTLs, which the
+	// server refuses.
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "batchq batch and job state",
+			History:     1,
+			Replicas:    cfg.Replicas,
+			Storage:     cfg.Storage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("kvstore: create bucket %q: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("kvstore: open bucket %q: %w", cfg.Bucket, err)
 	}
 	streamName := "KV_" + cfg.Bucket
 	stream, err := js.Stream(ctx, streamName)

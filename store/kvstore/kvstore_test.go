@@ -66,3 +66,15 @@ func TestOutboxTombstonesExpire(t *testing.T) {
 		t.Errorf("delete marker headers = %v, want KV-Operation DEL with a TTL", raw.Header)
 	}
 }
+
+// TestReopenBucket opens a store twice on one bucket, as a restarted
+// coordinator does.
+func TestReopenBucket(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for i := range 2 {
+		if _, err := kvstore.New(context.Background(), nc, kvstore.Config{Bucket: "reopen"}); err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+	}
+}
