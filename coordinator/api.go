@@ -266,6 +266,9 @@ func (c *Coordinator) handleCancel(ctx context.Context, data []byte) any {
 	if err := events.ValidateID("batch_id", req.BatchID); err != nil {
 		return events.BatchReply{Error: invalidRequest(err)}
 	}
+	if len(req.Reason) > maxTextBytes {
+		return events.BatchReply{Error: invalidRequest(fmt.Errorf("the reason is %d bytes; give at most %d", len(req.Reason), maxTextBytes))}
+	}
 	var a *applier
 	msgs, err := c.store.Update(ctx, []string{req.BatchID}, func(tx store.Tx) error {
 		a = c.newApplier(ctx, tx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
@@ -342,7 +343,39 @@ func decodeInto[T any](env events.Envelope) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	clipTexts(&v)
 	return &v, nil
+}
+
+// maxTextBytes bounds an error or reason that the coordinator stores and
+// repeats in lifecycle events, so an executor that sends a huge one cannot
+// push those events past the max payload.
+const maxTextBytes = 4 << 10
+
+// clipText cuts s to maxTextBytes at a character boundary.
+func clipText(s string) string {
+	if len(s) <= maxTextBytes {
+		return s
+	}
+	cut := maxTextBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "... (cut)"
+}
+
+// clipTexts clips the free text of an outcome event.
+func clipTexts(v any) {
+	switch d := v.(type) {
+	case *events.JobFailed:
+		d.Error = clipText(d.Error)
+	case *events.JobRetrying:
+		d.Error = clipText(d.Error)
+	case *events.JobSkipped:
+		d.Reason = clipText(d.Reason)
+	case *events.CompensationOutcome:
+		d.Error = clipText(d.Error)
+	}
 }
 
 func batchIDOf(data any) string {

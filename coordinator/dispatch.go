@@ -141,13 +141,13 @@ func (c *Coordinator) publishRange(ctx context.Context, b *store.Batch, from, to
 			}
 			msgs = append(msgs, msg)
 		}
-		n, err := c.publish(ctx, msgs)
-		c.metrics.addPublished(n, false)
+		results, err := c.publish(ctx, msgs)
+		c.metrics.addPublished(countStored(results), false)
 		if err != nil {
 			return err
 		}
-		if n < len(msgs) {
-			return errors.New("not every work message was published")
+		if n := countStored(results); n < len(msgs) {
+			return fmt.Errorf("%d of %d work messages were not published", len(msgs)-n, len(msgs))
 		}
 		from = jobs[len(jobs)-1].Position + 1
 	}

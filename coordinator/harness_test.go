@@ -150,13 +150,14 @@ func (e *env) startCoordinator(change func(*Config)) *runner {
 func (e *env) startExecutor(queue string, handlers map[string]executor.Handler, change func(*executor.Config)) *runner {
 	e.t.Helper()
 	cfg := executor.Config{
-		Conn:        natstest.Connect(e.t, e.srv),
-		Queue:       queue,
-		Concurrency: 4,
-		AckWait:     2 * time.Second,
-		MinBackoff:  20 * time.Millisecond,
-		MaxBackoff:  100 * time.Millisecond,
-		Logger:      e.log.With("part", "executor", "queue", queue),
+		Conn:         natstest.Connect(e.t, e.srv),
+		Queue:        queue,
+		Concurrency:  4,
+		AckWait:      2 * time.Second,
+		MinBackoff:   20 * time.Millisecond,
+		MaxBackoff:   100 * time.Millisecond,
+		DrainTimeout: 2 * time.Second,
+		Logger:       e.log.With("part", "executor", "queue", queue),
 	}
 	if change != nil {
 		change(&cfg)

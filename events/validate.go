@@ -4,18 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxNameLength bounds job and callback names in bytes.
 const MaxNameLength = 256
 
-// ValidateJobName returns an error unless name can name a job.
+// ValidateJobName returns an error unless name can name a job: 1 to
+// MaxNameLength bytes of valid UTF-8 without control characters.
 func ValidateJobName(name string) error {
 	if name == "" {
 		return errors.New("job name is empty")
 	}
 	if len(name) > MaxNameLength {
 		return fmt.Errorf("job name %q... is %d bytes long; use at most %d", name[:32], len(name), MaxNameLength)
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("job name %q is not valid UTF-8", name)
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("job name %q contains the control character %U; use printable characters", name, name[i])
 	}
 	return nil
 }

@@ -124,7 +124,7 @@ func (t *tx) queueBatchWrite(batch *pgx.Batch, id string, bs *batchState, now ti
 		return nil, fmt.Errorf("pgstore: encode options of batch %s: %w", id, err)
 	}
 	values := []any{b.ID, string(b.Type), string(b.Status), b.QueueName, b.Queue, []byte(b.Context), options,
-		b.Total, b.Completed, b.Failed, b.Skipped, b.Dispatching, b.Dispatched, b.Current, string(b.Walk), b.WalkPosition, b.Error,
+		b.Total, b.Completed, b.Failed, b.Skipped, b.Dispatching, b.Dispatched, b.Current, string(b.Walk), b.WalkPosition, pgText(b.Error),
 		b.CompensationTotal, b.CompensationCompleted, b.CompensationFailed, b.Cancelled,
 		b.CreatedAt, b.UpdatedAt, b.FinishedAt, b.Version}
 
@@ -194,11 +194,11 @@ func (t *tx) queueJobWrites(batch *pgx.Batch) check {
 		statuses[i] = string(j.Status)
 		attempts[i] = int32(j.Attempt)
 		results[i] = j.Result
-		errs[i] = j.Error
+		errs[i] = pgText(j.Error)
 		finishedAt[i] = j.FinishedAt
 		compStatuses[i] = string(j.CompensationStatus)
 		compAttempts[i] = int32(j.CompensationAttempt)
-		compErrs[i] = j.CompensationError
+		compErrs[i] = pgText(j.CompensationError)
 		oldStatuses[i] = string(st.stored.Status)
 		oldAttempts[i] = int32(st.stored.Attempt)
 		oldCompStatuses[i] = string(st.stored.CompensationStatus)

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // StageJobs implements store.Store. The chunk's positions must be
@@ -24,6 +26,9 @@ func (s *Store) StageJobs(ctx context.Context, batchID string, chunk int, jobs [
 	}
 	first, count := jobs[0].Position, len(jobs)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.lockStaging(ctx, tx, batchID); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, s.sql(`INSERT INTO {schema}.batch_chunks (batch_id, chunk, first_position, count)
 			VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`), batchID, chunk, first, count)
 		if err != nil {
@@ -57,7 +62,23 @@ func (s *Store) StageJobs(ctx context.Context, batchID string, chunk int, jobs [
 		if errors.Is(err, store.ErrInvalidJobs) || errors.Is(err, store.ErrExists) {
 			return err
 		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+			// A data exception: no retry can store these jobs.
+			return fmt.Errorf("%w: chunk %d of batch %s: %v", store.ErrInvalidJobs, chunk, batchID, err)
+		}
 		return fmt.Errorf("pgstore: stage chunk %d of batch %s: %w", chunk, batchID, err)
+	}
+	return nil
+}
+
+// lockStaging takes a transaction lock on staging the jobs of one batch, so
+// that a chunk staged while the batch is being created either lands before
+// the creation counts the staged jobs, or sees the batch and is rejected.
+// The batch row cannot serve, because it does not exist before the commit.
+func (s *Store) lockStaging(ctx context.Context, tx pgx.Tx, batchID string) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", s.schema+" stage "+batchID); err != nil {
+		return fmt.Errorf("pgstore: lock staging of batch %s: %w", batchID, err)
 	}
 	return nil
 }
@@ -296,7 +317,7 @@ func (s *Store) RecordRejected(ctx context.Context, ev events.EventRejected) err
 		)
 		DELETE FROM {schema}.rejected_events
 		WHERE id <= (SELECT id FROM {schema}.rejected_events ORDER BY id DESC OFFSET $5 LIMIT 1)`),
-		ev.Subject, ev.Reason, strconv.FormatUint(ev.Sequence, 10), ev.Data, s.cfg.MaxRejected-1)
+		pgText(ev.Subject), pgText(ev.Reason), strconv.FormatUint(ev.Sequence, 10), ev.Data, s.cfg.MaxRejected-1)
 	if err != nil {
 		return fmt.Errorf("pgstore: record rejected event from %s: %w", ev.Subject, err)
 	}

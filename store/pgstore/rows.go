@@ -3,7 +3,9 @@ package pgstore
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchq/batchq/events"
 	"github.com/batchq/batchq/store"
@@ -175,7 +177,7 @@ func (a *jobArrays) add(j *store.Job) {
 	a.ids = append(a.ids, j.ID)
 	a.positions = append(a.positions, int32(j.Position))
 	a.roles = append(a.roles, string(j.Role))
-	a.names = append(a.names, j.Name)
+	a.names = append(a.names, pgText(j.Name))
 	a.args = append(a.args, j.Args)
 	a.compNames = append(a.compNames, compName)
 	a.compArgs = append(a.compArgs, compArgs)
@@ -185,7 +187,7 @@ func (a *jobArrays) add(j *store.Job) {
 	a.statuses = append(a.statuses, string(j.Status))
 	a.attempts = append(a.attempts, int32(j.Attempt))
 	a.results = append(a.results, j.Result)
-	a.errors = append(a.errors, j.Error)
+	a.errors = append(a.errors, pgText(j.Error))
 	a.finishedAt = append(a.finishedAt, j.FinishedAt)
 	a.compStatuses = append(a.compStatuses, string(j.CompensationStatus))
 	a.compAttempts = append(a.compAttempts, int32(j.CompensationAttempt))
@@ -221,4 +223,15 @@ func collectJobs(rows pgx.Rows) ([]*store.Job, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Job, error) {
 		return scanJob(row)
 	})
+}
+
+// pgText returns s as Postgres text can hold it: text columns reject NUL
+// bytes and bytes that are not valid UTF-8, so each becomes U+FFFD. Only
+// messages such as errors go through it; args, context and results are
+// bytea and kept exactly.
+func pgText(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
 }

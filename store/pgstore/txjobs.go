@@ -286,7 +286,7 @@ func (t *tx) RecordAddition(ctx context.Context, batchID string, a store.Additio
 		return fmt.Errorf("pgstore: addition of batch %s has no id", batchID)
 	}
 	tag, err := t.pg.Exec(ctx, t.s.sql(`INSERT INTO {schema}.additions (batch_id, add_id, first_position, count, code, error)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`), batchID, a.ID, a.FirstPosition, a.Count, a.Code, a.Error)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`), batchID, a.ID, a.FirstPosition, a.Count, a.Code, pgText(a.Error))
 	if err != nil {
 		return fmt.Errorf("pgstore: record addition %s of batch %s: %w", a.ID, batchID, err)
 	}

@@ -240,6 +240,9 @@ func (t *tx) CreateBatch(ctx context.Context, b *store.Batch) error {
 	if b.Total < 0 {
 		return fmt.Errorf("%w: batch %s declares %d jobs", store.ErrInvalidJobs, b.ID, b.Total)
 	}
+	if err := t.s.lockStaging(ctx, t.pg, b.ID); err != nil {
+		return err
+	}
 
 	// Positions of jobs are unique and not negative, so a count of Total
 	// with a highest position of Total-1 means exactly 0 to Total-1.
